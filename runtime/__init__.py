@@ -1,0 +1,5 @@
+"""localfaas daemon: gateway, provider, router, scaling, queue, builder and CLI."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
