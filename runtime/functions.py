@@ -1,0 +1,421 @@
+"""Function lifecycle: desired state (store) converged onto replicas (provider), one supervisor
+task per function.
+
+Every change (deploy, update, scale, a replica dying, Docker coming back) only edits the desired
+state and wakes the function's supervisor; the supervisor alone starts, adopts and retires
+replicas, so no two code paths race to create containers for the same function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+
+from runtime.errors import BackendUnavailable, FunctionNotFound, LocalFaasError
+from runtime.labels import min_replicas, validate_scaling_labels
+from runtime.models import FunctionSpec, Replica
+from runtime.provider.base import Provider, ReplicaRequest
+from runtime.router import ReplicaHandle, ReplicaPool, ReplicaState
+from runtime.secrets import SecretFiles
+from runtime.store import Store
+
+log = logging.getLogger("localfaas.functions")
+
+RESYNC_INTERVAL_S = 5.0
+READY_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 30.0
+START_PARALLELISM = 4
+
+
+@dataclass(eq=False)
+class FunctionRuntime:
+    """Desired state of one function plus its live replica pool."""
+
+    spec: FunctionSpec
+    generation: int
+    desired_replicas: int
+    created_at: datetime
+    pool: ReplicaPool = field(default_factory=ReplicaPool)
+    invocation_count: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    deleted: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.spec.namespace, self.spec.name)
+
+    @property
+    def qualified_name(self) -> str:
+        return self.spec.qualified_name
+
+    def current(self) -> list[ReplicaHandle]:
+        """Replicas of the current generation that are (or are becoming) routable."""
+        return [
+            h
+            for h in self.pool
+            if h.replica.generation == self.generation
+            and h.state in (ReplicaState.STARTING, ReplicaState.READY)
+        ]
+
+
+class FunctionManager:
+    def __init__(
+        self,
+        provider: Provider,
+        store: Store,
+        secrets: SecretFiles,
+        session: aiohttp.ClientSession,
+        *,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    ) -> None:
+        self._provider = provider
+        self._store = store
+        self._secrets = secrets
+        self._session = session
+        self._ready_timeout_s = ready_timeout_s
+        self._drain_timeout_s = drain_timeout_s
+        self._functions: dict[tuple[str, str], FunctionRuntime] = {}
+        self._start_slots = asyncio.Semaphore(START_PARALLELISM)
+        self._events_task: asyncio.Task[None] | None = None
+        self.backend_error: str | None = None
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def get(self, name: str, namespace: str) -> FunctionRuntime:
+        fn = self._functions.get((namespace, name))
+        if fn is None or fn.deleted:
+            raise FunctionNotFound(f"function {name!r} not found in namespace {namespace!r}")
+        return fn
+
+    def list(self, namespace: str | None = None) -> list[FunctionRuntime]:
+        return sorted(
+            (
+                fn
+                for fn in self._functions.values()
+                if not fn.deleted and (namespace is None or fn.spec.namespace == namespace)
+            ),
+            key=lambda fn: fn.key,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load desired state and start supervisors; adoption happens in each first reconcile."""
+        for stored in self._store.list_functions():
+            fn = FunctionRuntime(
+                spec=stored.spec,
+                generation=stored.generation,
+                desired_replicas=stored.replicas,
+                created_at=stored.created_at,
+            )
+            self._functions[fn.key] = fn
+            self._start_supervisor(fn)
+        self._events_task = asyncio.create_task(self._watch_events(), name="docker-events")
+        await self._remove_orphans()
+
+    async def close(self) -> None:
+        tasks = [fn.task for fn in self._functions.values() if fn.task is not None]
+        if self._events_task is not None:
+            tasks.append(self._events_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def remove_all_replicas(self) -> None:
+        """For `up --stop-functions`: stop every replica of every function (state is kept)."""
+        replicas = await self._provider.list_replicas()
+        await asyncio.gather(*(self._provider.remove_replica(r.container_id) for r in replicas))
+
+    # -- desired-state changes ----------------------------------------------------------------
+
+    async def deploy(self, spec: FunctionSpec, *, update: bool) -> FunctionRuntime:
+        """Create (update=False) or replace (update=True) a function; replicas follow async."""
+        validate_scaling_labels(spec)
+        existing = self._functions.get((spec.namespace, spec.name))
+        if existing is not None and existing.deleted:
+            existing = None
+        if update and existing is None:
+            raise FunctionNotFound(
+                f"function {spec.name!r} not found in namespace {spec.namespace!r}"
+            )
+        self._check_namespace(spec.namespace)
+        for secret in spec.secrets:
+            if not self._secrets.exists(spec.namespace, secret):
+                from runtime.errors import InvalidSpec
+
+                raise InvalidSpec(f"secret {secret!r} not found in namespace {spec.namespace!r}")
+        await self._provider.ensure_image(spec.image)
+        if existing is None:
+            replicas = min_replicas(spec)
+        else:
+            # An update keeps the current scale, within the new bounds.
+            replicas = max(existing.desired_replicas, min_replicas(spec))
+        generation = self._store.put_function(spec, replicas=replicas)
+        stored = self._store.get_function(spec.namespace, spec.name)
+        assert stored is not None
+        if existing is None:
+            fn = FunctionRuntime(spec, generation, replicas, stored.created_at)
+            self._functions[fn.key] = fn
+            self._start_supervisor(fn)
+            log.info("deployed %s image=%s replicas=%d", fn.qualified_name, spec.image, replicas)
+        else:
+            fn = existing
+            fn.spec, fn.generation, fn.desired_replicas = spec, generation, replicas
+            fn.wake.set()
+            log.info(
+                "updating %s to generation %d image=%s", fn.qualified_name, generation, spec.image
+            )
+        return fn
+
+    async def delete(self, name: str, namespace: str) -> None:
+        fn = self.get(name, namespace)
+        fn.deleted = True
+        self._store.delete_function(namespace, name)
+        if fn.task is not None:
+            fn.task.cancel()
+            await asyncio.gather(fn.task, return_exceptions=True)
+        self._functions.pop(fn.key, None)
+        await asyncio.gather(*(self._retire(fn, h, drain=False) for h in fn.pool))
+        # Containers Docker knows about that the pool never adopted (e.g. mid-start).
+        for replica in await self._provider.list_replicas(name, namespace):
+            await self._provider.remove_replica(replica.container_id, stop_timeout_s=2)
+        log.info("deleted %s", fn.qualified_name)
+
+    async def scale(self, name: str, namespace: str, replicas: int) -> None:
+        fn = self.get(name, namespace)
+        if replicas == fn.desired_replicas:
+            return
+        log.info("scaled %s %d→%d reason=api", fn.qualified_name, fn.desired_replicas, replicas)
+        fn.desired_replicas = replicas
+        self._store.set_replicas(namespace, name, replicas)
+        fn.wake.set()
+
+    def _check_namespace(self, namespace: str) -> None:
+        if namespace not in self._store.list_namespaces():
+            raise FunctionNotFound(f"namespace {namespace!r} not found")
+
+    # -- supervision ---------------------------------------------------------------------------
+
+    def _start_supervisor(self, fn: FunctionRuntime) -> None:
+        fn.task = asyncio.create_task(self._supervise(fn), name=f"supervise {fn.qualified_name}")
+
+    async def _supervise(self, fn: FunctionRuntime) -> None:
+        backoff_s = 0.5
+        adopted = False
+        while not fn.deleted:
+            try:
+                if not adopted:
+                    await self._adopt(fn)
+                    adopted = True
+                await self._reconcile(fn)
+                backoff_s = 0.5
+                timeout_s = RESYNC_INTERVAL_S
+            except asyncio.CancelledError:
+                raise
+            except BackendUnavailable as exc:
+                self.backend_error = str(exc)
+                timeout_s = backoff_s
+                backoff_s = min(backoff_s * 2, 10.0)
+            except LocalFaasError as exc:
+                log.warning("cannot converge %s: %s", fn.qualified_name, exc)
+                timeout_s = backoff_s
+                backoff_s = min(backoff_s * 2, 30.0)
+            except Exception:
+                log.exception("supervisor of %s failed; retrying", fn.qualified_name)
+                timeout_s = backoff_s
+                backoff_s = min(backoff_s * 2, 30.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fn.wake.wait(), timeout_s)
+            fn.wake.clear()
+
+    async def _adopt(self, fn: FunctionRuntime) -> None:
+        """Take over replicas that survived a daemon restart: no cold start after `up` again."""
+        for replica in await self._provider.list_replicas(fn.spec.name, fn.spec.namespace):
+            if fn.pool.get(replica.container_id) is not None:
+                continue
+            if replica.state != "running":
+                await self._provider.remove_replica(replica.container_id, stop_timeout_s=1)
+                continue
+            handle = fn.pool.add(replica)
+            if await self._probe_ready(handle, timeout_s=2.0):
+                await fn.pool.set_state(handle, ReplicaState.READY)
+                log.info("adopted replica %s of %s", replica.container_name, fn.qualified_name)
+            else:
+                await self._retire(fn, handle, drain=False)
+
+    async def _reconcile(self, fn: FunctionRuntime) -> None:
+        self.backend_error = None
+        # Forget replicas Docker no longer runs (died while we were not looking).
+        live = {
+            r.container_id: r
+            for r in await self._provider.list_replicas(fn.spec.name, fn.spec.namespace)
+        }
+        for handle in fn.pool:
+            replica = live.get(handle.container_id)
+            if replica is None or replica.state in ("exited", "dead"):
+                log.warning(
+                    "replica %s of %s is gone; replacing",
+                    handle.replica.container_name,
+                    fn.qualified_name,
+                )
+                await self._retire(fn, handle, drain=False)
+        current = fn.current()
+        missing = fn.desired_replicas - len(current)
+        if missing > 0:
+            await asyncio.gather(*(self._start_replica(fn) for _ in range(missing)))
+            current = fn.current()
+        elif missing < 0:
+            # Retire the least busy extra replicas; drain before removal.
+            extra = sorted(current, key=lambda h: (h.state is ReplicaState.READY, h.in_flight))
+            await asyncio.gather(*(self._retire(fn, h) for h in extra[:-missing]))
+        ready_now = [h for h in fn.current() if h.state is ReplicaState.READY]
+        # Rolling update: older generations leave only once the new one is fully ready.
+        if len(ready_now) >= fn.desired_replicas:
+            old = [h for h in fn.pool if h.replica.generation != fn.generation]
+            if old:
+                await asyncio.gather(*(self._retire(fn, h) for h in old))
+
+    async def _start_replica(self, fn: FunctionRuntime) -> None:
+        async with self._start_slots:
+            secrets_dir = None
+            gid = None
+            if fn.spec.secrets:
+                gid = self._store.function_gid(fn.spec.namespace, fn.spec.name)
+                secrets_dir = self._secrets.materialize(fn.spec, gid)
+            request = ReplicaRequest(fn.spec, fn.generation, secrets_dir, gid)
+            replica = await self._provider.create_replica(request)
+        handle = fn.pool.add(replica)
+        if fn.deleted or replica.generation != fn.generation:
+            await self._retire(fn, handle, drain=False)
+            return
+        if await self._probe_ready(handle, timeout_s=self._ready_timeout_s):
+            await fn.pool.set_state(handle, ReplicaState.READY)
+            log.info(
+                "replica %s of %s ready port=%s",
+                replica.container_name,
+                fn.qualified_name,
+                replica.host_port,
+            )
+        else:
+            log.warning(
+                "replica %s of %s never became ready within %.0fs; removing",
+                replica.container_name,
+                fn.qualified_name,
+                self._ready_timeout_s,
+            )
+            await self._retire(fn, handle, drain=False)
+
+    async def _probe_ready(self, handle: ReplicaHandle, *, timeout_s: float) -> bool:
+        """Poll the replica's `/_/ready` until 200, backing off from 5 ms to 100 ms."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        delay_s = 0.005
+        url = handle.base_url + "/_/ready"
+        while loop.time() < deadline:
+            if handle.state is ReplicaState.GONE:
+                return False
+            try:
+                async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=1.0)) as resp:
+                    if resp.status == 200:
+                        return True
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 0.1)
+        return False
+
+    async def _retire(
+        self, fn: FunctionRuntime, handle: ReplicaHandle, *, drain: bool = True
+    ) -> None:
+        """Make a replica unroutable, let in-flight requests finish (bounded), then remove it."""
+        if handle.state is ReplicaState.GONE:
+            return
+        await fn.pool.set_state(handle, ReplicaState.DRAINING)
+        if drain and not await handle.wait_idle(self._drain_timeout_s):
+            log.warning(
+                "replica %s of %s still had %d in flight after %.0fs; removing anyway",
+                handle.replica.container_name,
+                fn.qualified_name,
+                handle.in_flight,
+                self._drain_timeout_s,
+            )
+        try:
+            await self._provider.remove_replica(handle.container_id)
+        finally:
+            await fn.pool.set_state(handle, ReplicaState.GONE)
+        log.info("replica %s of %s removed", handle.replica.container_name, fn.qualified_name)
+
+    async def _remove_orphans(self) -> None:
+        """Containers of ours whose function is no longer in the desired state."""
+        try:
+            replicas = await self._provider.list_replicas()
+        except BackendUnavailable as exc:
+            self.backend_error = str(exc)
+            return
+        for replica in replicas:
+            if (replica.namespace, replica.function) not in self._functions:
+                log.info(
+                    "removing orphan replica %s (%s)",
+                    replica.container_name,
+                    replica.qualified_name,
+                )
+                await self._provider.remove_replica(replica.container_id, stop_timeout_s=2)
+
+    async def _watch_events(self) -> None:
+        """Docker events wake the affected supervisor at once; on loss, back off and resync."""
+        backoff_s = 0.5
+        while True:
+            try:
+                async for event in self._provider.events():
+                    backoff_s = 0.5
+                    if self.backend_error is not None:
+                        self.backend_error = None
+                        self._wake_all(self._functions.values())
+                    fn = self._functions.get((event.namespace, event.function))
+                    if fn is None:
+                        continue
+                    if event.action in ("die", "destroy", "health_status:unhealthy"):
+                        handle = fn.pool.get(event.container_id)
+                        if handle is not None and handle.state is ReplicaState.READY:
+                            # Unroutable at once; the supervisor removes and replaces it.
+                            await fn.pool.set_state(handle, ReplicaState.DRAINING)
+                        fn.wake.set()
+            except asyncio.CancelledError:
+                raise
+            except BackendUnavailable as exc:
+                if self.backend_error is None:
+                    log.warning("lost Docker: %s; retrying in %.1fs", exc, backoff_s)
+                self.backend_error = str(exc)
+            except Exception:
+                log.exception("Docker event stream failed; resubscribing")
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 10.0)
+            try:
+                await self._provider.ping()
+            except BackendUnavailable:
+                continue
+            if self.backend_error is not None:
+                log.info("Docker is reachable again")
+                self.backend_error = None
+            self._wake_all(self._functions.values())
+
+    @staticmethod
+    def _wake_all(functions: Iterable[FunctionRuntime]) -> None:
+        for fn in functions:
+            fn.wake.set()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def replica_summary(replica: Replica) -> str:
+    return f"{replica.container_name} port={replica.host_port}"

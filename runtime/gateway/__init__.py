@@ -1,0 +1,1 @@
+"""The HTTP gateway: OpenFaaS REST API (`/system/*`), function proxy, health and metrics."""

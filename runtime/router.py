@@ -1,0 +1,131 @@
+"""Replica pools: which replicas of a function may take a request right now, and who is least busy.
+
+A replica joins its pool only after its `/_/ready` answered 200 and leaves it (becomes
+unroutable) before it is drained, paused or removed, so a request never reaches a starting,
+paused or draining replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from runtime.models import Replica
+
+
+class ReplicaState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    PAUSED = "paused"
+    GONE = "gone"
+
+
+@dataclass(eq=False)
+class ReplicaHandle:
+    """A replica as the router sees it: where to reach it, its state and its in-flight count."""
+
+    replica: Replica
+    state: ReplicaState = ReplicaState.STARTING
+    in_flight: int = 0
+    served: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    @property
+    def container_id(self) -> str:
+        return self.replica.container_id
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.replica.host_port}"
+
+    @contextmanager
+    def lease(self) -> Iterator[ReplicaHandle]:
+        """Counts one request in flight on this replica for the duration of the block."""
+        self.in_flight += 1
+        self.served += 1
+        self.idle.clear()
+        try:
+            yield self
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing is in flight; False if the deadline passed first."""
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+class ReplicaPool:
+    """All replicas of one function, keyed by container id."""
+
+    def __init__(self) -> None:
+        self._replicas: dict[str, ReplicaHandle] = {}
+        self._ready_changed = asyncio.Condition()
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    def __iter__(self) -> Iterator[ReplicaHandle]:
+        return iter(list(self._replicas.values()))
+
+    def get(self, container_id: str) -> ReplicaHandle | None:
+        return self._replicas.get(container_id)
+
+    def add(self, replica: Replica, state: ReplicaState = ReplicaState.STARTING) -> ReplicaHandle:
+        handle = self._replicas.get(replica.container_id)
+        if handle is None:
+            handle = ReplicaHandle(replica, state)
+            self._replicas[replica.container_id] = handle
+        else:
+            handle.replica = replica
+        return handle
+
+    async def set_state(self, handle: ReplicaHandle, state: ReplicaState) -> None:
+        handle.state = state
+        if state is ReplicaState.GONE:
+            self._replicas.pop(handle.container_id, None)
+        async with self._ready_changed:
+            self._ready_changed.notify_all()
+
+    def ready(self) -> list[ReplicaHandle]:
+        return [h for h in self._replicas.values() if h.state is ReplicaState.READY]
+
+    def available_count(self) -> int:
+        return sum(1 for h in self._replicas.values() if h.state is ReplicaState.READY)
+
+    def pick(self) -> ReplicaHandle | None:
+        """The ready replica with the fewest requests in flight (ties: the one that served less)."""
+        best: ReplicaHandle | None = None
+        for handle in self._replicas.values():
+            if handle.state is not ReplicaState.READY:
+                continue
+            if best is None or (handle.in_flight, handle.served) < (best.in_flight, best.served):
+                best = handle
+        return best
+
+    async def wait_ready(self, timeout_s: float) -> ReplicaHandle | None:
+        """Wait (bounded) until some replica is ready; None when the deadline passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with self._ready_changed:
+            while (handle := self.pick()) is None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(self._ready_changed.wait(), remaining)
+                except TimeoutError:
+                    return None
+            return handle
