@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from runtime.errors import BackendUnavailable, FunctionNotFound, LocalFaasError
+from runtime.errors import BackendUnavailable, FunctionNotFound, InvalidSpec, LocalFaasError
 from runtime.labels import min_replicas, validate_scaling_labels
 from runtime.models import FunctionSpec, Replica
 from runtime.provider.base import Provider, ReplicaRequest
@@ -42,7 +42,9 @@ class FunctionRuntime:
     desired_replicas: int
     created_at: datetime
     pool: ReplicaPool = field(default_factory=ReplicaPool)
+    secrets_gid: int = 0
     invocation_count: int = 0
+    failed: set[str] = field(default_factory=set)  # container ids Docker reported dead/unhealthy
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     deleted: bool = False
@@ -115,6 +117,7 @@ class FunctionManager:
                 generation=stored.generation,
                 desired_replicas=stored.replicas,
                 created_at=stored.created_at,
+                secrets_gid=stored.secrets_gid,
             )
             self._functions[fn.key] = fn
             self._start_supervisor(fn)
@@ -149,8 +152,6 @@ class FunctionManager:
         self._check_namespace(spec.namespace)
         for secret in spec.secrets:
             if not self._secrets.exists(spec.namespace, secret):
-                from runtime.errors import InvalidSpec
-
                 raise InvalidSpec(f"secret {secret!r} not found in namespace {spec.namespace!r}")
         await self._provider.ensure_image(spec.image)
         if existing is None:
@@ -159,10 +160,12 @@ class FunctionManager:
             # An update keeps the current scale, within the new bounds.
             replicas = max(existing.desired_replicas, min_replicas(spec))
         generation = self._store.put_function(spec, replicas=replicas)
-        stored = self._store.get_function(spec.namespace, spec.name)
+        stored = self._store.get_function(spec.name, spec.namespace)
         assert stored is not None
         if existing is None:
-            fn = FunctionRuntime(spec, generation, replicas, stored.created_at)
+            fn = FunctionRuntime(
+                spec, generation, replicas, stored.created_at, secrets_gid=stored.secrets_gid
+            )
             self._functions[fn.key] = fn
             self._start_supervisor(fn)
             log.info("deployed %s image=%s replicas=%d", fn.qualified_name, spec.image, replicas)
@@ -178,7 +181,8 @@ class FunctionManager:
     async def delete(self, name: str, namespace: str) -> None:
         fn = self.get(name, namespace)
         fn.deleted = True
-        self._store.delete_function(namespace, name)
+        self._store.delete_function(name, namespace)
+        self._secrets.remove_mount(namespace, name)
         if fn.task is not None:
             fn.task.cancel()
             await asyncio.gather(fn.task, return_exceptions=True)
@@ -195,11 +199,11 @@ class FunctionManager:
             return
         log.info("scaled %s %d→%d reason=api", fn.qualified_name, fn.desired_replicas, replicas)
         fn.desired_replicas = replicas
-        self._store.set_replicas(namespace, name, replicas)
+        self._store.set_replicas(name, namespace, replicas=replicas)
         fn.wake.set()
 
     def _check_namespace(self, namespace: str) -> None:
-        if namespace not in self._store.list_namespaces():
+        if self._store.get_namespace(namespace) is None:
             raise FunctionNotFound(f"namespace {namespace!r} not found")
 
     # -- supervision ---------------------------------------------------------------------------
@@ -260,7 +264,12 @@ class FunctionManager:
         }
         for handle in fn.pool:
             replica = live.get(handle.container_id)
-            if replica is None or replica.state in ("exited", "dead"):
+            if (
+                replica is None
+                or replica.state in ("exited", "dead")
+                or handle.container_id in fn.failed
+            ):
+                fn.failed.discard(handle.container_id)
                 log.warning(
                     "replica %s of %s is gone; replacing",
                     handle.replica.container_name,
@@ -288,7 +297,7 @@ class FunctionManager:
             secrets_dir = None
             gid = None
             if fn.spec.secrets:
-                gid = self._store.function_gid(fn.spec.namespace, fn.spec.name)
+                gid = fn.secrets_gid
                 secrets_dir = self._secrets.materialize(fn.spec, gid)
             request = ReplicaRequest(fn.spec, fn.generation, secrets_dir, gid)
             replica = await self._provider.create_replica(request)
@@ -353,6 +362,13 @@ class FunctionManager:
             await fn.pool.set_state(handle, ReplicaState.GONE)
         log.info("replica %s of %s removed", handle.replica.container_name, fn.qualified_name)
 
+    def secret_changed(self, namespace: str, name: str) -> None:
+        """Rewrite the mounted copies of an updated secret; replicas see the new value at once
+        (the bind mount is the folder, and files in it are replaced atomically)."""
+        for fn in self.list(namespace):
+            if name in fn.spec.secrets:
+                self._secrets.materialize(fn.spec, fn.secrets_gid)
+
     async def _remove_orphans(self) -> None:
         """Containers of ours whose function is no longer in the desired state."""
         try:
@@ -387,6 +403,7 @@ class FunctionManager:
                         if handle is not None and handle.state is ReplicaState.READY:
                             # Unroutable at once; the supervisor removes and replaces it.
                             await fn.pool.set_state(handle, ReplicaState.DRAINING)
+                            fn.failed.add(event.container_id)
                         fn.wake.set()
             except asyncio.CancelledError:
                 raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -38,24 +38,18 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def strip_hop_by_hop(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def strip_hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """Copy of ``headers`` without hop-by-hop headers, including those named in Connection."""
     named = {
         token.strip().lower()
-        for value in (
-            headers.getall("Connection", [])
-            if isinstance(headers, CIMultiDictProxy | CIMultiDict)
-            else [headers.get("Connection", "")]
-        )
+        for value in headers.getall("Connection", [])
         for token in value.split(",")
-        if token.strip()
     }
     out: CIMultiDict[str] = CIMultiDict()
     for key, value in headers.items():
         lowered = key.lower()
-        if lowered in HOP_BY_HOP or lowered in named:
-            continue
-        out.add(key, value)
+        if lowered not in HOP_BY_HOP and lowered not in named:
+            out.add(key, value)
     return out
 
 

@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from runtime.errors import PayloadTooLarge
+from runtime.errors import PayloadTooLarge, UpstreamFailed
 from runtime.gateway.state import SERVICES
 from runtime.invoker import Invocation, new_call_id, strip_hop_by_hop
 from runtime.names import split_qualified
@@ -18,14 +18,29 @@ routes = web.RouteTableDef()
 CHUNK_BYTES = 64 * 1024
 
 
-async def _limited(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
-    """Pass the body through while counting it; over the limit the upload is abandoned."""
-    seen = 0
-    async for chunk in stream.iter_chunked(CHUNK_BYTES):
-        seen += len(chunk)
-        if seen > limit:
-            raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
-        yield chunk
+class LimitedBody:
+    """Passes a request body through while counting it; over the limit the upload is abandoned.
+
+    aiohttp's client wraps an error raised by a body generator into a connection error, so the
+    overflow is also remembered here for the handler to answer 413, not 502.
+    """
+
+    def __init__(self, stream: aiohttp.StreamReader, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.exceeded = False
+
+    def error(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body is larger than the limit of {self._limit} bytes")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._stream.iter_chunked(CHUNK_BYTES):
+            seen += len(chunk)
+            if seen > self._limit:
+                self.exceeded = True
+                raise self.error()
+            yield chunk
 
 
 def upstream_headers(request: web.Request, call_id: str) -> CIMultiDict[str]:
@@ -50,7 +65,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
     call_id = request.headers.get("X-Call-Id") or new_call_id()
     headers = upstream_headers(request, call_id)
-    body = _limited(request.content, limit) if request.body_exists else None
+    body = LimitedBody(request.content, limit) if request.body_exists else None
     tail = request.match_info.get("tail")
     inv = Invocation(
         name=name,
@@ -59,7 +74,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         path="/" + tail if tail else "/",
         query_string=request.query_string,
         headers=headers,
-        body=body,
+        body=body.__aiter__() if body is not None else None,
         call_id=call_id,
         timeout_s=services.settings.invoke_timeout_s,
     )
@@ -79,7 +94,9 @@ async def invoke(request: web.Request) -> web.StreamResponse:
                 await response.write(chunk)
             await response.write_eof()
             return response
-    except PayloadTooLarge:
+    except UpstreamFailed:
+        if body is not None and body.exceeded:
+            raise body.error() from None
         raise
     except aiohttp.ClientPayloadError as exc:
         # The body was cut off mid-stream; the status is gone already, so just end the stream.

@@ -38,7 +38,7 @@ def function_status(fn: FunctionRuntime) -> dict[str, Any]:
 
 
 def _known_namespace(services: Services, namespace: str) -> str:
-    if namespace not in services.store.list_namespaces():
+    if services.store.get_namespace(namespace) is None:
         raise FunctionNotFound(f"namespace {namespace!r} not found")
     return namespace
 
@@ -145,7 +145,7 @@ async def list_secrets(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     namespace = _known_namespace(services, namespace_arg(request.query))
     return web.json_response(
-        [{"name": name, "namespace": namespace} for name in services.secrets.list(namespace)]
+        [{"name": s.name, "namespace": s.namespace} for s in services.store.list_secrets(namespace)]
     )
 
 
@@ -155,9 +155,12 @@ async def create_secret(request: web.Request) -> web.Response:
     body = await json_object(request)
     name, namespace = _secret_target(services, body)
     value = _secret_value(body)
-    if services.secrets.exists(namespace, name):
-        raise Conflict(f"secret {name!r} already exists in namespace {namespace!r}; use PUT")
-    services.secrets.put(namespace, name, value)
+    services.store.create_secret(name, namespace)  # Conflict when it exists
+    try:
+        services.secrets.put(namespace, name, value)
+    except BaseException:
+        services.store.delete_secret(name, namespace)
+        raise
     return web.Response(status=201, text=f"created secret {name}\n")
 
 
@@ -167,9 +170,10 @@ async def update_secret(request: web.Request) -> web.Response:
     body = await json_object(request)
     name, namespace = _secret_target(services, body)
     value = _secret_value(body)
-    if not services.secrets.exists(namespace, name):
+    if services.store.get_secret(name, namespace) is None:
         raise FunctionNotFound(f"secret {name!r} not found in namespace {namespace!r}")
     services.secrets.put(namespace, name, value)
+    services.store.update_secret(name, namespace)
     services.functions.secret_changed(namespace, name)
     return web.Response(status=200, text=f"updated secret {name}\n")
 
@@ -179,7 +183,7 @@ async def delete_secret(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await json_object(request)
     name, namespace = _secret_target(services, body)
-    if not services.secrets.exists(namespace, name):
+    if not services.store.delete_secret(name, namespace):
         raise FunctionNotFound(f"secret {name!r} not found in namespace {namespace!r}")
     services.secrets.delete(namespace, name)
     return web.Response(status=204)
@@ -223,16 +227,14 @@ async def function_logs(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/system/namespaces")
 async def list_namespaces(request: web.Request) -> web.Response:
-    return web.json_response(sorted(request.app[SERVICES].store.list_namespaces()))
+    return web.json_response([ns.name for ns in request.app[SERVICES].store.list_namespaces()])
 
 
 @routes.post("/system/namespace/{name}")
 async def create_namespace(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     name = check_name(request.match_info["name"], "namespace")
-    if name in services.store.list_namespaces():
-        raise Conflict(f"namespace {name!r} already exists")
-    services.store.create_namespace(name)
+    services.store.create_namespace(name)  # Conflict when it exists
     return web.Response(status=201, text=f"created namespace {name}\n")
 
 
@@ -240,11 +242,7 @@ async def create_namespace(request: web.Request) -> web.Response:
 async def delete_namespace(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     name = _known_namespace(services, check_name(request.match_info["name"], "namespace"))
-    if name == DEFAULT_NAMESPACE:
-        raise InvalidSpec(f"namespace {name!r} is the default and cannot be deleted")
-    if services.functions.list(name):
-        raise Conflict(f"namespace {name!r} still has functions; delete them first")
-    services.store.delete_namespace(name)
+    services.store.delete_namespace(name)  # Conflict for the default or a non-empty one
     return web.Response(status=202, text=f"deleted namespace {name}\n")
 
 
