@@ -43,6 +43,7 @@ class GatewayClient:
         self, url: str, user: str | None, password: str | None, timeout_s: float = 60.0
     ) -> None:
         self.url = url.rstrip("/")
+        self.user, self.password = user, password
         self._timeout_s = timeout_s
         self._auth = None
         if user and password:

@@ -85,6 +85,7 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     invoke_timeout_s: float = 60.0
     stop_functions: bool = False
+    docker_url: str = "unix:///var/run/docker.sock"
 
     @classmethod
     def load(cls, env: Mapping[str, str], **flags: Any) -> Settings:
@@ -108,6 +109,8 @@ class Settings:
             values["nats_url"] = _url("LOCALFAAS_NATS_URL", raw)
         if raw := env.get("LOCALFAAS_BASE_IMAGE"):
             values["base_image"] = raw
+        if raw := env.get("DOCKER_HOST"):  # the Docker CLI's own variable, honoured as is
+            values["docker_url"] = raw
         if raw := env.get("LOCALFAAS_MAX_BODY_BYTES"):
             values["max_body_bytes"] = _positive_int("LOCALFAAS_MAX_BODY_BYTES", raw)
         if raw := env.get("LOCALFAAS_INVOKE_TIMEOUT"):

@@ -51,7 +51,7 @@ class Daemon:
         store = Store(state_dir / "state.db")
         self._stack.callback(store.close)
         secrets = SecretFiles(state_dir)
-        provider = DockerProvider(instance_id(state_dir))
+        provider = DockerProvider(instance_id(state_dir), url=settings.docker_url)
         self._stack.push_async_callback(provider.close)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(

@@ -139,9 +139,15 @@ class FunctionManager:
 
     # -- desired-state changes ----------------------------------------------------------------
 
+    def require_backend(self) -> None:
+        """Management calls answer 503 while Docker is away rather than half-applying."""
+        if self.backend_error is not None:
+            raise BackendUnavailable(f"Docker is not reachable: {self.backend_error}")
+
     async def deploy(self, spec: FunctionSpec, *, update: bool) -> FunctionRuntime:
         """Create (update=False) or replace (update=True) a function; replicas follow async."""
         validate_scaling_labels(spec)
+        self.require_backend()
         existing = self._functions.get((spec.namespace, spec.name))
         if existing is not None and existing.deleted:
             existing = None
@@ -180,6 +186,7 @@ class FunctionManager:
 
     async def delete(self, name: str, namespace: str) -> None:
         fn = self.get(name, namespace)
+        self.require_backend()
         fn.deleted = True
         self._store.delete_function(name, namespace)
         self._secrets.remove_mount(namespace, name)
@@ -195,6 +202,7 @@ class FunctionManager:
 
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
         fn = self.get(name, namespace)
+        self.require_backend()
         if replicas == fn.desired_replicas:
             return
         log.info("scaled %s %d→%d reason=api", fn.qualified_name, fn.desired_replicas, replicas)
@@ -256,7 +264,6 @@ class FunctionManager:
                 await self._retire(fn, handle, drain=False)
 
     async def _reconcile(self, fn: FunctionRuntime) -> None:
-        self.backend_error = None
         # Forget replicas Docker no longer runs (died while we were not looking).
         live = {
             r.container_id: r

@@ -32,6 +32,7 @@ class ReplicaHandle:
     state: ReplicaState = ReplicaState.STARTING
     in_flight: int = 0
     served: int = 0
+    last_pick: int = 0  # pool-wide sequence number of the last time this replica was picked
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -73,6 +74,7 @@ class ReplicaPool:
     def __init__(self) -> None:
         self._replicas: dict[str, ReplicaHandle] = {}
         self._ready_changed = asyncio.Condition()
+        self._picks = 0
 
     def __len__(self) -> int:
         return len(self._replicas)
@@ -106,13 +108,21 @@ class ReplicaPool:
         return sum(1 for h in self._replicas.values() if h.state is ReplicaState.READY)
 
     def pick(self) -> ReplicaHandle | None:
-        """The ready replica with the fewest requests in flight (ties: the one that served less)."""
+        """The ready replica with the fewest requests in flight; ties go round-robin (the one
+        picked longest ago), so a replica that just joined shares the load at once instead of
+        taking all of it until its count catches up."""
         best: ReplicaHandle | None = None
         for handle in self._replicas.values():
             if handle.state is not ReplicaState.READY:
                 continue
-            if best is None or (handle.in_flight, handle.served) < (best.in_flight, best.served):
+            if best is None or (handle.in_flight, handle.last_pick) < (
+                best.in_flight,
+                best.last_pick,
+            ):
                 best = handle
+        if best is not None:
+            self._picks += 1
+            best.last_pick = self._picks
         return best
 
     async def wait_ready(self, timeout_s: float) -> ReplicaHandle | None:

@@ -16,7 +16,11 @@ async def test_deploy_list_invoke_delete(make_gateway: GatewayFactory) -> None:
     assert status["labels"] == {} and status["annotations"] == {}
     assert "envVars" not in status and "requests" not in status
 
-    resp = await gw.client.post("/function/hello/sub/path?x=1", data=b"payload", headers={"X-Call-Id": "abc", "Connection": "keep-alive, X-Drop", "X-Drop": "1"})
+    resp = await gw.client.post(
+        "/function/hello/sub/path?x=1",
+        data=b"payload",
+        headers={"X-Call-Id": "abc", "Connection": "keep-alive, X-Drop", "X-Drop": "1"},
+    )
     assert resp.status == 200
     echo = await resp.json()
     assert echo["path"] == "/sub/path" and echo["query"] == "x=1" and echo["body"] == "payload"
@@ -35,9 +39,13 @@ async def test_deploy_list_invoke_delete(make_gateway: GatewayFactory) -> None:
     assert await gw.provider.list_replicas() == []
 
 
-async def test_update_put_missing_is_404_and_post_existing_is_409(make_gateway: GatewayFactory) -> None:
+async def test_update_put_missing_is_404_and_post_existing_is_409(
+    make_gateway: GatewayFactory,
+) -> None:
     gw = await make_gateway()
-    resp = await gw.client.put("/system/functions", json={"service": "nope", "image": "x"}, headers=AUTH)
+    resp = await gw.client.put(
+        "/system/functions", json={"service": "nope", "image": "x"}, headers=AUTH
+    )
     assert resp.status == 404
     assert (await gw.deploy("a")).status == 202
     resp = await gw.deploy("a")
@@ -49,13 +57,19 @@ async def test_rolling_update_replaces_replicas(make_gateway: GatewayFactory) ->
     await gw.deploy("a")
     await gw.wait_available("a")
     before = {r.container_id for r in await gw.provider.list_replicas("a", "openfaas-fn")}
-    resp = await gw.client.put("/system/functions", json={"service": "a", "image": "fake/hello:2"}, headers=AUTH)
+    resp = await gw.client.put(
+        "/system/functions", json={"service": "a", "image": "fake/hello:2"}, headers=AUTH
+    )
     assert resp.status == 202
     import asyncio
 
     for _ in range(500):
         replicas = await gw.provider.list_replicas("a", "openfaas-fn")
-        if replicas and all(r.container_id not in before for r in replicas) and gw.functions.get("a", "openfaas-fn").pool.available_count() == 1:
+        if (
+            replicas
+            and all(r.container_id not in before for r in replicas)
+            and gw.functions.get("a", "openfaas-fn").pool.available_count() == 1
+        ):
             break
         await asyncio.sleep(0.01)
     else:
@@ -66,14 +80,18 @@ async def test_rolling_update_replaces_replicas(make_gateway: GatewayFactory) ->
 async def test_scale(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     await gw.deploy("a")
-    resp = await gw.client.post("/system/scale-function/a", json={"serviceName": "a", "replicas": 3}, headers=AUTH)
+    resp = await gw.client.post(
+        "/system/scale-function/a", json={"serviceName": "a", "replicas": 3}, headers=AUTH
+    )
     assert resp.status == 202
     await gw.wait_available("a", 3)
     seen = set()
     for _ in range(9):
         seen.add((await gw.client.get("/function/a")).headers["X-Replica"])
     assert len(seen) == 3  # fewest-in-flight with ties broken by least served spreads requests
-    resp = await gw.client.post("/system/scale-function/a", json={"serviceName": "a", "replicas": 1}, headers=AUTH)
+    resp = await gw.client.post(
+        "/system/scale-function/a", json={"serviceName": "a", "replicas": 1}, headers=AUTH
+    )
     await gw.wait_available("a", 1)
 
 
@@ -86,18 +104,48 @@ async def test_scale(make_gateway: GatewayFactory) -> None:
         ("post", "/system/functions", {"service": "x" * 64, "image": "x"}, 400, "invalid"),
         ("post", "/system/functions", {"image": "x"}, 400, "service is required"),
         ("post", "/system/functions", {"service": "a"}, 400, "image is required"),
-        ("post", "/system/functions", {"service": "a", "image": "x", "namespace": "nope"}, 404, "namespace 'nope' not found"),
-        ("post", "/system/functions", {"service": "a", "image": "x", "secrets": ["missing"]}, 400, "secret 'missing' not found"),
-        ("post", "/system/functions", {"service": "a", "image": "x", "labels": {"com.openfaas.scale.min": "-1"}}, 400, "com.openfaas.scale.min"),
+        (
+            "post",
+            "/system/functions",
+            {"service": "a", "image": "x", "namespace": "nope"},
+            404,
+            "namespace 'nope' not found",
+        ),
+        (
+            "post",
+            "/system/functions",
+            {"service": "a", "image": "x", "secrets": ["missing"]},
+            400,
+            "secret 'missing' not found",
+        ),
+        (
+            "post",
+            "/system/functions",
+            {"service": "a", "image": "x", "labels": {"com.openfaas.scale.min": "-1"}},
+            400,
+            "com.openfaas.scale.min",
+        ),
         ("delete", "/system/functions", {"functionName": "ghost"}, 404, "not found"),
-        ("post", "/system/scale-function/ghost", {"serviceName": "ghost", "replicas": 1}, 404, "not found"),
+        (
+            "post",
+            "/system/scale-function/ghost",
+            {"serviceName": "ghost", "replicas": 1},
+            404,
+            "not found",
+        ),
         ("get", "/system/function/ghost", None, 404, "not found"),
         ("get", "/system/functions?namespace=nope", None, 404, "namespace"),
     ],
 )
-async def test_bad_input(make_gateway: GatewayFactory, method: str, path: str, body: object, status: int, message: str) -> None:
+async def test_bad_input(
+    make_gateway: GatewayFactory, method: str, path: str, body: object, status: int, message: str
+) -> None:
     gw = await make_gateway()
-    resp = await getattr(gw.client, method)(path, json=body, headers=AUTH) if body is not None else await getattr(gw.client, method)(path, headers=AUTH)
+    resp = (
+        await getattr(gw.client, method)(path, json=body, headers=AUTH)
+        if body is not None
+        else await getattr(gw.client, method)(path, headers=AUTH)
+    )
     assert resp.status == status, await resp.text()
     assert message in await resp.text()
 
@@ -105,9 +153,13 @@ async def test_bad_input(make_gateway: GatewayFactory, method: str, path: str, b
 async def test_scale_negative_and_malformed_json(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     await gw.deploy("a")
-    resp = await gw.client.post("/system/scale-function/a", json={"serviceName": "a", "replicas": -1}, headers=AUTH)
+    resp = await gw.client.post(
+        "/system/scale-function/a", json={"serviceName": "a", "replicas": -1}, headers=AUTH
+    )
     assert resp.status == 400 and "negative" in await resp.text()
-    resp = await gw.client.post("/system/functions", data=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
+    resp = await gw.client.post(
+        "/system/functions", data=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert resp.status == 400 and "malformed JSON" in await resp.text()
     resp = await gw.client.post("/system/functions", data=b"", headers=AUTH)
     assert resp.status == 400 and "empty" in await resp.text()
@@ -117,7 +169,9 @@ async def test_image_missing_is_400(make_gateway: GatewayFactory) -> None:
     from runtime.provider.fake import FakeProvider
 
     gw = await make_gateway(provider=FakeProvider(images=["present:1"]))
-    resp = await gw.client.post("/system/functions", json={"service": "a", "image": "absent:1"}, headers=AUTH)
+    resp = await gw.client.post(
+        "/system/functions", json={"service": "a", "image": "absent:1"}, headers=AUTH
+    )
     assert resp.status == 400 and "absent:1" in await resp.text()
 
 
@@ -125,7 +179,9 @@ async def test_auth(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     resp = await gw.client.get("/system/functions")
     assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Basic")
-    resp = await gw.client.get("/system/functions", headers={"Authorization": "Basic " + "YWRtaW46d3Jvbmc="})
+    resp = await gw.client.get(
+        "/system/functions", headers={"Authorization": "Basic " + "YWRtaW46d3Jvbmc="}
+    )
     assert resp.status == 401
     resp = await gw.client.get("/system/functions", headers={"Authorization": "Basic !!!"})
     assert resp.status == 401
@@ -154,14 +210,24 @@ async def test_unknown_function_and_body_limit(make_gateway: GatewayFactory) -> 
 async def test_secrets_crud(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     c = gw.client
-    assert (await c.post("/system/secrets", json={"name": "db", "value": "s3cret"}, headers=AUTH)).status == 201
-    assert (await c.post("/system/secrets", json={"name": "db", "value": "x"}, headers=AUTH)).status == 409
+    assert (
+        await c.post("/system/secrets", json={"name": "db", "value": "s3cret"}, headers=AUTH)
+    ).status == 201
+    assert (
+        await c.post("/system/secrets", json={"name": "db", "value": "x"}, headers=AUTH)
+    ).status == 409
     listed = await (await c.get("/system/secrets", headers=AUTH)).json()
     assert listed == [{"name": "db", "namespace": "openfaas-fn"}]
     assert "s3cret" not in str(listed)
-    assert (await c.put("/system/secrets", json={"name": "db", "rawValue": "bmV3"}, headers=AUTH)).status == 200
-    assert (await c.put("/system/secrets", json={"name": "zz", "value": "v"}, headers=AUTH)).status == 404
-    assert (await c.post("/system/secrets", json={"name": "Bad", "value": "v"}, headers=AUTH)).status == 400
+    assert (
+        await c.put("/system/secrets", json={"name": "db", "rawValue": "bmV3"}, headers=AUTH)
+    ).status == 200
+    assert (
+        await c.put("/system/secrets", json={"name": "zz", "value": "v"}, headers=AUTH)
+    ).status == 404
+    assert (
+        await c.post("/system/secrets", json={"name": "Bad", "value": "v"}, headers=AUTH)
+    ).status == 400
     assert (await c.post("/system/secrets", json={"name": "e"}, headers=AUTH)).status == 400
     assert (await c.delete("/system/secrets", json={"name": "db"}, headers=AUTH)).status == 204
     assert (await c.delete("/system/secrets", json={"name": "db"}, headers=AUTH)).status == 404

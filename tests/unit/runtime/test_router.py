@@ -25,6 +25,16 @@ async def test_pick_prefers_fewest_in_flight_and_skips_unready() -> None:
     assert pool.available_count() == 2
 
 
+async def test_ties_go_round_robin() -> None:
+    pool = ReplicaPool()
+    handles = [pool.add(replica(c)) for c in "abc"]
+    for handle in handles:
+        await pool.set_state(handle, ReplicaState.READY)
+    picks = [pool.pick() for _ in range(6)]
+    assert {id(p) for p in picks[:3]} == {id(h) for h in handles}
+    assert picks[:3] == picks[3:]
+
+
 async def test_wait_ready_wakes_when_a_replica_turns_ready() -> None:
     pool = ReplicaPool()
     handle = pool.add(replica("a"))
