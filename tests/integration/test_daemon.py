@@ -241,6 +241,7 @@ def test_docker_comes_back(daemon_factory: Factory, test_function_image: str, tm
             "/system/scale-function/probe",
             json_body={"serviceName": "probe", "replicas": 2},
         )
+        assert reply.status == 503 and b"Docker" in reply.body
         relay.start()
         daemon.wait_for(lambda: daemon.request("GET", "/healthz").status == 200, "reconnect", 30)
         daemon.cli("scale", "probe", "--replicas", "2")
