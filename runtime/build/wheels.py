@@ -11,7 +11,9 @@ accepted only when that yields a pure-Python (`py3-none-any`) wheel.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 import re
 import shutil
 import sys
@@ -41,6 +43,11 @@ _LEGACY_ALIASES = {
 }
 _OLDEST_GLIBC_MINOR = 5
 _UNSATISFIED = re.compile(r"Could not find a version that satisfies the requirement (\S+)")
+# `name[extras] <specifiers> ; marker`: lines whose meaning is fully in their text. Options
+# (-r, -e, --index-url), paths and URLs point elsewhere, so installs using them are not reused.
+_PLAIN_REQUIREMENT = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,\s-]*\])?\s*([<>=!~][^;@]*)?(;[^@]*)?$"
+)
 
 StatusCallback = Callable[[str], None]
 
@@ -81,14 +88,84 @@ def wheel_cache_dir(cache_dir: Path, target: ImageTarget) -> Path:
     return cache_dir / "wheels" / target.wheel_cache_key
 
 
-def requirements_file_is_empty(path: Path) -> bool:
-    """True when a requirements file names nothing (only blanks and comments), so pip
-    need not run at all: the common case of a fresh python3-http function."""
+def requirement_lines(path: Path) -> list[str]:
+    """The requirement lines of a requirements file, without comments and blanks; [] when
+    the file is missing."""
     try:
         text = path.read_text()
     except FileNotFoundError:
-        return True
-    return all(not line.split("#", 1)[0].strip() for line in text.splitlines())
+        return []
+    # pip's comment rule: `#` at the start or after white space.
+    lines = (re.sub(r"(^|\s)#.*$", "", line).strip() for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def requirements_file_is_empty(path: Path) -> bool:
+    """True when a requirements file names nothing (only blanks and comments), so pip
+    need not run at all: the common case of a fresh python3-http function."""
+    return not requirement_lines(path)
+
+
+async def install_requirements_file(
+    *,
+    target: ImageTarget,
+    requirements_file: Path,
+    cache_dir: Path,
+    scratch: Path,
+    on_status: StatusCallback | None = None,
+) -> Path:
+    """Install a function's requirements.txt for `target`; return the folder holding them.
+
+    A file of plain specifiers is installed once per (target, lines, wheel cache contents)
+    under `<cache_dir>/installs/`, and that folder is returned as is on later builds: the
+    rebuild of an unchanged function does not even run pip. Anything else (options, paths,
+    URLs) is installed into `scratch` every time.
+    """
+    lines = requirement_lines(requirements_file)
+    if not lines or not all(_PLAIN_REQUIREMENT.match(line) for line in lines):
+        await install_requirements(
+            target=target,
+            dest=scratch,
+            cache_dir=cache_dir,
+            requirements_file=requirements_file,
+            on_status=on_status,
+        )
+        return scratch
+    installs = cache_dir / "installs"
+    found = installs / _install_key(target, lines, wheel_cache_dir(cache_dir, target))
+    if found.is_dir():
+        return found
+    installs.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=installs, prefix=".tmp-"))
+    try:
+        await install_requirements(
+            target=target, dest=tmp, cache_dir=cache_dir, requirements=lines, on_status=on_status
+        )
+        # Keyed after installing: a download changed what the wheel cache holds.
+        final = installs / _install_key(target, lines, wheel_cache_dir(cache_dir, target))
+        try:
+            os.rename(tmp, final)  # atomic: a concurrent build sees all of it or nothing
+        except OSError:
+            if not final.is_dir():
+                raise
+            # Another build installed the same set meanwhile: use theirs.
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _install_key(target: ImageTarget, lines: Sequence[str], wheel_dir: Path) -> str:
+    h = hashlib.sha256(str(target).encode())
+    for line in lines:
+        h.update(b"\0" + line.encode())
+    h.update(b"\1")
+    try:
+        names = sorted(os.listdir(wheel_dir))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        h.update(b"\0" + name.encode())
+    return h.hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -201,21 +278,33 @@ async def _build_pure_wheel(requirement: str, target: ImageTarget, cache: Path) 
     with tempfile.TemporaryDirectory(prefix="localfaas-wheel-") as tmp:
         result = await _run_pip("wheel", "--no-deps", "--wheel-dir", tmp, requirement)
         if not result.ok:
+            if _UNSATISFIED.search(result.output):
+                raise BuildFailed(
+                    f"requirement {requirement!r}: the package index has neither a wheel for "
+                    f"{target} nor a source distribution that matches:\n{result.tail()}"
+                )
             raise BuildFailed(
                 f"requirement {requirement!r} has no wheel for {target}, and building one "
                 f"from source failed:\n{result.tail()}"
             )
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        pure = [w for w in wheels if is_pure_python_wheel(w.name)]
-        if not pure:
-            names = ", ".join(w.name for w in wheels) or "nothing"
+        built, kept = _keep_pure_wheels(Path(tmp), cache)
+        if not kept:
             raise BuildFailed(
                 f"requirement {requirement!r} has no wheel for {target}, and it does not "
-                f"build as a pure-Python wheel (got {names}); it needs a wheel built for "
-                f"{target}, or a base image where it is already installed"
+                f"build as a pure-Python wheel (got {', '.join(built) or 'nothing'}); it "
+                f"needs a wheel built for {target}, or a base image where it is installed"
             )
-        for wheel in pure:
+
+
+def _keep_pure_wheels(built_dir: Path, cache: Path) -> tuple[list[str], list[str]]:
+    """Move the pure-Python wheels of `built_dir` into `cache`; return (all names, moved)."""
+    wheels = sorted(built_dir.glob("*.whl"))
+    kept = []
+    for wheel in wheels:
+        if is_pure_python_wheel(wheel.name):
             shutil.move(str(wheel), cache / wheel.name)
+            kept.append(wheel.name)
+    return [w.name for w in wheels], kept
 
 
 def is_pure_python_wheel(filename: str) -> bool:
@@ -229,17 +318,18 @@ def is_pure_python_wheel(filename: str) -> bool:
     return abi == "none" and plat == "any" and "py3" in python.split(".")
 
 
-async def _run_pip(*args: str) -> _PipResult:
+async def _run_pip(command: str, *args: str) -> _PipResult:
     """Run the host's pip without blocking the loop; output (stdout+stderr) is captured."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "pip",
-        *args,
+        command,
         "--disable-pip-version-check",
         "--no-input",
         "--progress-bar",
         "off",
+        *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
