@@ -1,0 +1,30 @@
+"""Responses the watchdog itself produces, and the headers it adds to every function response.
+
+Anything the watchdog answers on the function's behalf (429 at the in-flight limit, 503 not
+ready, 504 exec timeout, 413, ...) carries ``X-Localfaas-Origin: watchdog``, so the gateway
+can tell a refusal by the watchdog from a response the function chose to send.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+DURATION_HEADER = "X-Duration-Seconds"
+ORIGIN_HEADER = "X-Localfaas-Origin"
+ORIGIN_VALUE = "watchdog"
+
+
+def refusal(status: int, text: str) -> web.Response:
+    """A short text response produced by the watchdog, marked with the origin header."""
+    return web.Response(
+        status=status,
+        body=(text + "\n").encode(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={ORIGIN_HEADER: ORIGIN_VALUE},
+    )
+
+
+def duration_value(duration_s: float) -> str:
+    """The ``X-Duration-Seconds`` value: float seconds, microsecond resolution."""
+    return f"{duration_s:.6f}"
