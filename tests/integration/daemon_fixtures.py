@@ -101,6 +101,7 @@ class DaemonProcess:
             **self.env,
             "OPENFAAS_URL": self.url,
             "LOCALFAAS_STATE_DIR": str(self.state_dir),
+            "LOCALFAAS_BASE_IMAGE": BASE_IMAGE,
         }
         result = subprocess.run(
             [sys.executable, "-m", "runtime.cli", *args],
