@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp import HttpVersion11
 from aiohttp.web import BaseRequest
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -18,6 +19,20 @@ class BodyError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+async def send_continue(request: BaseRequest) -> None:
+    """Answer ``Expect: 100-continue``, so the client sends its body now, not after a wait.
+
+    aiohttp's low-level server leaves this to the handler (web.Application's router does it).
+    Call it only once the request is accepted: a client told 413 should not send the body.
+    """
+    if (
+        request.version >= HttpVersion11
+        and request.headers.get("Expect", "").lower() == "100-continue"
+    ):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the interim response is not part of the reply's size
 
 
 def too_large(limit: int) -> BodyError:
@@ -32,6 +47,8 @@ async def read_body(request: BaseRequest, limit: int, timeout_s: float) -> bytes
     if length is not None and length > limit:
         raise too_large(limit)
     content = request.content
+    if not content.is_eof():
+        await send_continue(request)
     # Small bodies usually arrive with the headers: skip the timer when nothing is left to wait
     # for (the parser has seen the end of a body whose length it knew).
     if length is not None and content.is_eof():

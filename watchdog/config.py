@@ -43,8 +43,8 @@ class WatchdogConfig:
     read_timeout_s: float = 10.0
     write_timeout_s: float = 10.0
     exec_timeout_s: float = 10.0  # 0 means no limit
-    # Not of-watchdog's default (it reuses write_timeout): 5 s keeps interval + drain inside
-    # Docker's default 10 s stop grace period.
+    # Not of-watchdog's default (it reuses write_timeout): 5 s leaves half of Docker's default
+    # 10 s stop grace period for the requests still in flight.
     healthcheck_interval_s: float = 5.0
     max_inflight: int = 100  # 0 means unlimited
     prefix_logs: bool = True

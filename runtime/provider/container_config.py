@@ -73,7 +73,7 @@ def replica_labels(spec: FunctionSpec, *, instance_id: str, generation: int) -> 
 
 
 def _env(spec: FunctionSpec) -> list[str]:
-    env = {key: value for key, value in spec.env_vars.items()}
+    env = dict(spec.env_vars)
     if spec.env_process is not None:
         # envProcess is the documented way to set the watchdog's command; it wins over an
         # `fprocess` in envVars, as in OpenFaaS.

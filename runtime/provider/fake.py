@@ -447,6 +447,10 @@ class _EventStream:
     async def __anext__(self) -> ReplicaEvent:
         if self._queue is None:
             raise StopAsyncIteration
+        if not self._engine.reachable:
+            # Subscribing while Docker is away fails at once, as a refused connection would.
+            await self.aclose()
+            raise BackendUnavailable("fake Docker engine is not reachable")
         item = await self._queue.get()
         if isinstance(item, Exception):
             await self.aclose()

@@ -88,14 +88,18 @@ class ForkMode:
         except BodyError as exc:
             return refusal(exc.status, exc.message)
         env = self._base_env | cgi_env(request)
-        process = await asyncio.create_subprocess_exec(
-            *self._argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:  # e.g. out of processes or memory, or the command vanished
+            log.error("cannot start fprocess %r: %s", self._config.fprocess, exc)
+            return refusal(500, "function could not be started")
         exec_timeout_s = self._config.exec_timeout_s
         try:
             async with asyncio.timeout(exec_timeout_s or None):

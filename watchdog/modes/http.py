@@ -20,7 +20,7 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from watchdog.body import too_large
+from watchdog.body import send_continue, too_large
 from watchdog.child import Child
 from watchdog.config import WatchdogConfig
 from watchdog.modes import OnFatal
@@ -42,6 +42,8 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+# We answer Expect: 100-continue ourselves; forwarding it would make the upstream wait too.
+REQUEST_HOP_BY_HOP = HOP_BY_HOP | {"expect"}
 _POLL_FIRST_S = 0.01
 _POLL_MAX_S = 0.5
 _POLL_REQUEST_TIMEOUT_S = 2.0
@@ -160,6 +162,7 @@ class HttpMode:
         data: Any = None
         guard = _BodyGuard(self._max_body_bytes)
         if request.body_exists:
+            await send_continue(request)
             # A declared length is enforced by the parser; only chunked bodies need counting.
             data = request.content if length is not None else guard.stream(request.content)
         response: web.StreamResponse | None = None
@@ -170,7 +173,7 @@ class HttpMode:
                 self._session.request(
                     request.method,
                     URL(self._base + target, encoded=True),
-                    headers=_forwarded(request.headers),
+                    headers=_forwarded(request.headers, REQUEST_HOP_BY_HOP),
                     data=data,
                     allow_redirects=False,
                 ) as upstream,
@@ -244,10 +247,11 @@ class _BodyGuard:
             yield chunk
 
 
-def _forwarded(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
-    """Headers minus hop-by-hop ones, including those the Connection header names."""
+def _forwarded(
+    headers: CIMultiDictProxy[str], drop: frozenset[str] = HOP_BY_HOP
+) -> list[tuple[str, str]]:
+    """``headers`` minus those in ``drop`` and those the Connection header names."""
     connection = headers.get("Connection")
-    drop = HOP_BY_HOP
     if connection:
         drop = drop | {name.strip().lower() for name in connection.split(",")}
     return [(name, value) for name, value in headers.items() if name.lower() not in drop]

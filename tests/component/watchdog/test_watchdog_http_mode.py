@@ -196,6 +196,7 @@ async def test_sigterm_drains_before_stopping_the_child(
         in_flight = asyncio.create_task(slow())
         await helpers.until((state / "slow-started").exists, what="the slow request to start")
         watchdog.send_signal()
+        await helpers.until(lambda: "draining:" in watchdog.stderr(), what="the drain to begin")
         async with session.get(watchdog.url("/_/ready")) as response:
             assert response.status == 503
         # Past the healthcheck interval and waiting for the request in flight ...
@@ -210,3 +211,14 @@ async def test_sigterm_drains_before_stopping_the_child(
     signalled_at = float((state / "sigterm").read_text())
     finished_at = float((state / "slow-done").read_text())
     assert signalled_at >= finished_at
+
+
+async def test_expect_100_continue_is_answered(proxy: Any) -> None:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.post(proxy.url("/echo"), data=b"y" * 900, expect100=True) as response,
+    ):
+        assert response.status == 200
+        seen = await response.json()
+    assert seen["body"] == "y" * 900
+    assert "expect" not in seen["headers"]

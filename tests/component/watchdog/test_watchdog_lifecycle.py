@@ -121,21 +121,33 @@ async def test_signal_drains_in_flight_requests_then_exits_0(
     assert "stopped after" in watchdog.stderr()
 
 
-def test_drain_gives_up_on_requests_after_write_timeout(
+async def test_drain_gives_up_on_requests_after_write_timeout(
     start_watchdog: Any, function_dir: Path, tmp_path: Path, helpers: Any
 ) -> None:
     watchdog = start_watchdog(
-        {"healthcheck_interval": "0", "write_timeout": "0.5", "exec_timeout": "0"}, cwd=function_dir
+        {"healthcheck_interval": "0", "write_timeout": "0.5", "exec_timeout": "0"},
+        cwd=function_dir,
     )
     gate, entered = tmp_path / "gate", tmp_path / "entered"
-    request = subprocess.Popen(
-        ["curl", "-s", "-o", "/dev/null", watchdog.url(f"/gate?gate={gate}&entered={entered}")]
-    )
-    try:
-        helpers.wait_until(entered.exists, what="the request to start")
-        watchdog.send_signal()
-        assert watchdog.wait_exit() == 0
-        assert "write_timeout 0.5s passed with 1 in flight" in watchdog.stderr()
-    finally:
-        gate.touch()
-        request.wait(timeout=10)
+    async with aiohttp.ClientSession() as session:
+
+        async def stuck() -> int:
+            async with session.get(
+                watchdog.url("/gate"), params={"gate": str(gate), "entered": str(entered)}
+            ) as response:
+                await response.read()
+                return response.status
+
+        request = asyncio.create_task(stuck())
+        try:
+            await helpers.until(entered.exists, what="the request to start")
+            watchdog.send_signal()
+            await helpers.until(lambda: watchdog.process.poll() is not None, what="the exit")
+            assert watchdog.process.returncode == 0
+            assert "write_timeout 0.5s passed with 1 in flight" in watchdog.stderr()
+            # The request was cut off, not answered.
+            with pytest.raises(aiohttp.ClientError):
+                await request
+        finally:
+            gate.touch()
+            request.cancel()

@@ -305,3 +305,14 @@ async def test_missing_handler_function_is_reported(start_watchdog: Any, tmp_pat
         session.get(watchdog.url("/_/ready")) as response,
     ):
         assert response.status == 503
+
+
+async def test_expect_100_continue_is_answered(sync_watchdog: Any) -> None:
+    # aiohttp's client waits for "100 Continue" before sending the body: without the interim
+    # response both sides would wait on each other.
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.post(sync_watchdog.url("/event"), data=b"x" * 900, expect100=True) as response,
+    ):
+        assert response.status == 200
+        assert (await response.json())["body"] == "x" * 900

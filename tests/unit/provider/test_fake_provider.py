@@ -124,8 +124,14 @@ async def test_disconnect_breaks_pings_and_event_streams(fake: FakeProvider) -> 
         await anext(events)
     with pytest.raises(BackendUnavailable):
         await fake.list_replicas()
+    with pytest.raises(BackendUnavailable):
+        await anext(fake.events())  # resubscribing while away fails at once
     fake.engine.reconnect()
     await fake.ping()
+    replica = await fake.create_replica(_request())
+    resubscribed = fake.events()
+    await fake.kill(replica.container_id)
+    assert (await anext(resubscribed)).action == "die"
 
 
 async def test_health_changes_are_events_and_state(fake: FakeProvider) -> None:
