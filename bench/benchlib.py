@@ -14,6 +14,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -78,8 +79,8 @@ def run_wrk(url: str, *, connections: int, duration_s: int, threads: int = 1, cp
         cmd = ["taskset", "-c", str(cpu), *cmd]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     errors = 0
     if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
         errors += int(m.group(1))
@@ -92,7 +93,10 @@ def start(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | 
     full = list(cmd)
     if cpu is not None and shutil.which("taskset"):
         full = ["taskset", "-c", str(cpu), *full]
-    return subprocess.Popen(full, env={**os.environ, **(env or {})}, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Output goes to a file, never to an unread pipe: a full pipe would block the server
+    # (waitress logs a warning per queued request under load).
+    log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
+    return subprocess.Popen(full, env={**os.environ, **(env or {})}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

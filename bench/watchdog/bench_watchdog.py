@@ -28,7 +28,7 @@ def make_handler_dir() -> Path:
 def throughput(args: argparse.Namespace) -> list[tuple[str, benchlib.LoadResult, benchlib.LoadResult]]:
     handler_dir = make_handler_dir()
     py = sys.executable
-    servers = here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent
     variants = {
         "bare aiohttp+uvloop": lambda port: benchlib.start(
             [py, str(here / "servers.py"), "bare", str(port)], cpu=0
@@ -49,7 +49,6 @@ def throughput(args: argparse.Namespace) -> list[tuple[str, benchlib.LoadResult,
             [py, str(here / "servers.py"), "flask", str(port), str(handler_dir)], cpu=0
         ),
     }
-    del servers
     results = []
     for name, launch in variants.items():
         port = benchlib.free_port()
@@ -109,6 +108,7 @@ def main() -> None:
         f"watchdog / Flask+waitress = {watchdog_rps / flask_rps:.1f}× (target ≥ 3×)"
     )
     if not args.no_docker:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
         import container_figures
 
         container_figures.report(args.samples)
