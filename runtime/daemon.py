@@ -36,7 +36,6 @@ class Daemon:
         self._stack = AsyncExitStack()
         self._runner: web.AppRunner | None = None
         self._functions: FunctionManager | None = None
-        self.port: int | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -72,6 +71,7 @@ class Daemon:
         except Exception as exc:
             log.warning("Docker is not reachable (%s); will keep retrying", exc)
             functions.backend_error = str(exc)
+        functions.default_env["OPENFAAS_URL"] = f"http://gateway:{settings.port}"
         await functions.start()
         self._stack.push_async_callback(functions.close)
         app = build_app(services, BasicAuth(credentials.user, credentials.password))
@@ -79,19 +79,33 @@ class Daemon:
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.host, settings.port, reuse_address=True)
         await site.start()
-        server = self._runner.server
-        sockets = getattr(site, "_server", None)
-        if sockets is not None and sockets.sockets:
-            self.port = sockets.sockets[0].getsockname()[1]
-        else:
-            self.port = settings.port
-        del server
+        await self._listen_on_bridge(provider)
         log.info(
             "localfaas gateway listening on http://%s:%s state=%s",
             settings.host,
-            self.port,
+            settings.port,
             state_dir,
         )
+
+    async def _listen_on_bridge(self, provider: DockerProvider) -> None:
+        """Functions call the gateway as http://gateway:<port> (Docker's host-gateway, the
+        bridge address). A loopback-only gateway would be out of their reach, so it also
+        listens there; the bridge address is reachable only from this host's containers."""
+        if self.settings.host not in ("127.0.0.1", "localhost", "::1") or self._runner is None:
+            return
+        try:
+            address = await provider.bridge_gateway_ip()
+        except Exception as exc:
+            log.warning("cannot find Docker's bridge address (%s); function chaining is off", exc)
+            return
+        if address is None:
+            return
+        try:
+            await web.TCPSite(self._runner, address, self.settings.port, reuse_address=True).start()
+        except OSError as exc:
+            log.warning("cannot listen on %s:%s for function chaining: %s", address, self.settings.port, exc)
+            return
+        log.info("functions reach the gateway at http://gateway:%s (%s)", self.settings.port, address)
 
     async def stop(self) -> None:
         """Shutdown procedure, in this order:

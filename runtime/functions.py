@@ -88,6 +88,8 @@ class FunctionManager:
         self._start_slots = asyncio.Semaphore(START_PARALLELISM)
         self._events_task: asyncio.Task[None] | None = None
         self.backend_error: str | None = None
+        # Environment every replica gets unless its envVars say otherwise (set by the daemon).
+        self.default_env: dict[str, str] = {}
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -306,7 +308,7 @@ class FunctionManager:
             if fn.spec.secrets:
                 gid = fn.secrets_gid
                 secrets_dir = self._secrets.materialize(fn.spec, gid)
-            request = ReplicaRequest(fn.spec, fn.generation, secrets_dir, gid)
+            request = ReplicaRequest(fn.spec, fn.generation, secrets_dir, gid, self.default_env)
             replica = await self._provider.create_replica(request)
         handle = fn.pool.add(replica)
         if fn.deleted or replica.generation != fn.generation:

@@ -44,7 +44,7 @@ async def _own_wheel(dest: Path) -> Path:
     output, _ = await proc.communicate()
     if proc.returncode != 0:
         raise BuildFailed("building the localfaas wheel failed:\n" + output.decode()[-2000:])
-    (wheel,) = dest.glob("localfaas-*.whl")
+    (wheel,) = await asyncio.to_thread(lambda: list(dest.glob("localfaas-*.whl")))
     return wheel
 
 
@@ -56,7 +56,7 @@ async def build_daemon_image(
     with tempfile.TemporaryDirectory(prefix="localfaas-daemon-image-") as tmp:
         wheel = await _own_wheel(Path(tmp) / "dist")
         site = Path(tmp) / "site"
-        requirements = requirement_lines(PROJECT_ROOT / "requirements.lock") + [str(wheel)]
+        requirements = [*requirement_lines(PROJECT_ROOT / "requirements.lock"), str(wheel)]
         await install_requirements(
             target=target, dest=site, cache_dir=cache_dir, requirements=requirements
         )

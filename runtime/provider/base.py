@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -38,6 +38,9 @@ class ReplicaRequest:
     generation: int
     secrets_dir: Path | None = None  # host folder bind-mounted read-only at /var/openfaas/secrets
     secrets_gid: int | None = None  # supplementary group that may read the secret files
+    # Defaults the daemon gives every replica (e.g. OPENFAAS_URL for chaining); the function's
+    # own envVars win over these.
+    default_env: Mapping[str, str] = field(default_factory=dict)
 
 
 class Provider(Protocol):
@@ -76,5 +79,9 @@ class Provider(Protocol):
 
     def events(self) -> AsyncIterator[ReplicaEvent]:
         """Our replicas' Docker events, until cancelled; raises BackendUnavailable on loss."""
+
+    async def bridge_gateway_ip(self) -> str | None:
+        """The host's address on the default container network (what `host-gateway` maps to),
+        or None when it cannot be found."""
 
     async def close(self) -> None: ...

@@ -72,8 +72,8 @@ def replica_labels(spec: FunctionSpec, *, instance_id: str, generation: int) -> 
     return labels
 
 
-def _env(spec: FunctionSpec) -> list[str]:
-    env = dict(spec.env_vars)
+def _env(spec: FunctionSpec, defaults: Mapping[str, str]) -> list[str]:
+    env = {**defaults, **spec.env_vars}
     if spec.env_process is not None:
         # envProcess is the documented way to set the watchdog's command; it wins over an
         # `fprocess` in envVars, as in OpenFaaS.
@@ -142,7 +142,7 @@ def container_config(
 
     return {
         "Image": spec.image,
-        "Env": _env(spec),
+        "Env": _env(spec, request.default_env),
         "Labels": replica_labels(spec, instance_id=instance_id, generation=request.generation),
         "ExposedPorts": {WATCHDOG_PORT: {}},
         "User": FALLBACK_USER if is_root_user(image_user) else image_user,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import ipaddress
 import json
 import logging
 import math
@@ -310,6 +311,21 @@ class DockerProvider:
         return self._host_cpus or None
 
     # -- Provider ---------------------------------------------------------------------------
+
+    async def bridge_gateway_ip(self) -> str | None:
+        try:
+            info = await self._call("GET", "networks/bridge")
+        except DockerError:
+            return None
+        for config in (info.get("IPAM") or {}).get("Config") or []:
+            if config.get("Gateway"):
+                return str(config["Gateway"])
+            if config.get("Subnet"):
+                # The default bridge often reports only its subnet; Docker gives the bridge
+                # itself the subnet's first address.
+                network = ipaddress.ip_network(config["Subnet"], strict=False)
+                return str(next(network.hosts()))
+        return None
 
     async def ping(self) -> None:
         await self._call("GET", "_ping", timeout_s=min(self._request_timeout_s, 10.0))

@@ -237,6 +237,9 @@ class FakeProvider:
 
     # -- Provider ---------------------------------------------------------------------------
 
+    async def bridge_gateway_ip(self) -> str | None:
+        return None
+
     async def ping(self) -> None:
         self._check_reachable()
 

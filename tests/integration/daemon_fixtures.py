@@ -22,10 +22,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("LOCALFAAS_BASE_IMAGE", "localfaas/python-base:bookworm")
 
-HANDLER = """import os, time
+HANDLER = """import os, time, urllib.request
 
 
 def handle(event, context):
+    if event.path.startswith("/chain/"):
+        # Function chaining: call another function through the gateway, as OpenFaaS functions do.
+        url = os.environ["OPENFAAS_URL"] + "/function/" + event.path.rsplit("/", 1)[1]
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.read()
     if event.path.startswith("/secret/"):
         name = event.path.rsplit("/", 1)[1]
         with open(f"/var/openfaas/secrets/{name}") as f:

@@ -144,6 +144,17 @@ def test_killed_replica_is_replaced(daemon_factory: Factory, test_function_image
     daemon.wait_available("probe", 2)
 
 
+def test_functions_chain_through_the_gateway(daemon_factory: Factory, test_function_image: str) -> None:
+    daemon = daemon_factory()
+    deploy(daemon, test_function_image, name="caller")
+    deploy(daemon, test_function_image, name="callee", envVars={"VERSION": "callee"})
+    daemon.wait_available("caller", 1)
+    daemon.wait_available("callee", 1)
+    reply = daemon.request("GET", "/function/caller/chain/callee")
+    assert reply.status == 200, reply.body
+    assert reply.json()["version"] == "callee"
+
+
 def test_bad_requests_against_the_real_daemon(daemon_factory: Factory) -> None:
     daemon = daemon_factory()
     reply = daemon.request(
