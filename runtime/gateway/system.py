@@ -210,17 +210,24 @@ async def function_logs(request: web.Request) -> web.StreamResponse:
             raise FunctionNotFound(f"instance {instance!r} of {name}.{namespace} not found")
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    async for line in services.provider.logs(
+    lines = services.provider.logs(
         replicas, tail=tail if tail and tail > 0 else None, since=since, follow=follow
-    ):
-        entry = {
-            "name": line.function,
-            "namespace": line.namespace,
-            "instance": line.instance,
-            "timestamp": _rfc3339(line.timestamp),
-            "text": line.text,
-        }
-        await response.write(json.dumps(entry).encode() + b"\n")
+    )
+    # Closed explicitly: when a following client leaves, the Docker log streams end with it.
+    try:
+        async for line in lines:
+            entry = {
+                "name": line.function,
+                "namespace": line.namespace,
+                "instance": line.instance,
+                "timestamp": _rfc3339(line.timestamp),
+                "text": line.text,
+            }
+            await response.write(json.dumps(entry).encode() + b"\n")
+    finally:
+        aclose = getattr(lines, "aclose", None)
+        if aclose is not None:
+            await aclose()
     await response.write_eof()
     return response
 
