@@ -270,3 +270,36 @@ async def test_logs_ndjson(make_gateway: GatewayFactory) -> None:
     assert resp.status == 404
     resp = await gw.client.get("/system/logs?name=a&since=yesterday", headers=AUTH)
     assert resp.status == 400
+
+
+async def test_faas_cli_shaped_requests(make_gateway: GatewayFactory) -> None:
+    """The bodies faas-cli (Go) sends: nil slices and maps marshal as null, empty strings for
+    unset fields, deprecated fields present; PUT first, POST after a 404."""
+    gw = await make_gateway()
+    body = {
+        "service": "cli",
+        "image": "fake/cli:latest",
+        "network": "",
+        "envProcess": "",
+        "envVars": None,
+        "constraints": None,
+        "secrets": None,
+        "labels": None,
+        "annotations": None,
+        "limits": None,
+        "requests": None,
+        "readOnlyRootFilesystem": False,
+        "registryAuth": "",
+        "namespace": "",
+    }
+    resp = await gw.client.put("/system/functions", json=body, headers=AUTH)
+    assert resp.status == 404
+    resp = await gw.client.post("/system/functions", json=body, headers=AUTH)
+    assert resp.status == 202, await resp.text()
+    status = await gw.wait_available("cli")
+    assert status["labels"] == {} and status["annotations"] == {}
+    assert "envProcess" not in status and "envVars" not in status and "limits" not in status
+    resp = await gw.client.put("/system/functions", json=body, headers=AUTH)
+    assert resp.status == 202
+    resp = await gw.client.get("/system/logs?name=cli&namespace=openfaas-fn&follow=false&tail=-1", headers=AUTH)
+    assert resp.status == 200
