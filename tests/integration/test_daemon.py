@@ -259,3 +259,13 @@ def test_docker_comes_back(daemon_factory: Factory, test_function_image: str, tm
         daemon.wait_available("probe", 2)
     finally:
         relay.close()
+
+
+def test_stop_functions_removes_replicas_on_exit(daemon_factory: Factory, test_function_image: str) -> None:
+    daemon = daemon_factory(args=("--stop-functions",))
+    deploy(daemon, test_function_image)
+    daemon.wait_available("probe", 1)
+    assert docker_ids(instance_of(daemon))
+    assert daemon.stop(signal.SIGINT) == 0
+    assert docker_ids(instance_of(daemon)) == set()
+    assert "stopped" in daemon.log()
