@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from runtime.errors import BackendUnavailable, FunctionNotFound, InvalidSpec, LocalFaasError
-from runtime.labels import min_replicas, validate_scaling_labels
+from runtime.labels import max_replicas, min_replicas, validate_scaling_labels
 from runtime.models import FunctionSpec, Replica
 from runtime.provider.base import Provider, ReplicaRequest
 from runtime.router import ReplicaHandle, ReplicaPool, ReplicaState
@@ -166,7 +166,7 @@ class FunctionManager:
             replicas = min_replicas(spec)
         else:
             # An update keeps the current scale, within the new bounds.
-            replicas = max(existing.desired_replicas, min_replicas(spec))
+            replicas = min(max(existing.desired_replicas, min_replicas(spec)), max_replicas(spec))
         generation = self._store.put_function(spec, replicas=replicas)
         stored = self._store.get_function(spec.name, spec.namespace)
         assert stored is not None
