@@ -1,15 +1,16 @@
-"""Read a request body whole, within ``max_body_bytes`` and ``read_timeout``.
+"""Request body errors, and reading a body whole within ``max_body_bytes`` and ``read_timeout``.
 
 Used by the modes that need the body in memory (python, fork); http mode streams instead.
+The reading itself (Content-Length or chunked, ``Expect: 100-continue``) is the server's:
+see ``watchdog.httpserver``.
 """
 
 from __future__ import annotations
 
-import asyncio
+from typing import TYPE_CHECKING
 
-from aiohttp import HttpVersion11
-from aiohttp.web import BaseRequest
-from aiohttp.web_protocol import RequestPayloadError
+if TYPE_CHECKING:
+    from watchdog.http11 import Request
 
 
 class BodyError(Exception):
@@ -21,58 +22,14 @@ class BodyError(Exception):
         self.message = message
 
 
-async def send_continue(request: BaseRequest) -> None:
-    """Answer ``Expect: 100-continue``, so the client sends its body now, not after a wait.
-
-    aiohttp's low-level server leaves this to the handler (web.Application's router does it).
-    Call it only once the request is accepted: a client told 413 should not send the body.
-    """
-    if (
-        request.version >= HttpVersion11
-        and request.headers.get("Expect", "").lower() == "100-continue"
-    ):
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the interim response is not part of the reply's size
-
-
 def too_large(limit: int) -> BodyError:
     return BodyError(413, f"request body larger than max_body_bytes ({limit} bytes)")
 
 
-async def read_body(request: BaseRequest, limit: int, timeout_s: float) -> bytes:
-    """Return the request body; raise BodyError for 413 (too large) or 408 (too slow)."""
-    if not request.body_exists:
-        return b""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise too_large(limit)
-    content = request.content
-    if not content.is_eof():
-        await send_continue(request)
-    # Small bodies usually arrive with the headers: skip the timer when nothing is left to wait
-    # for (the parser has seen the end of a body whose length it knew).
-    if length is not None and content.is_eof():
-        return await content.read()
-    try:
-        async with asyncio.timeout(timeout_s or None):
-            if length is not None:
-                return await content.read()
-            return await _read_chunked(request, limit)
-    except TimeoutError:
-        raise BodyError(
-            408, f"request body not received within read_timeout ({timeout_s:g}s)"
-        ) from None
-    except (ConnectionError, RequestPayloadError):
-        # The client went away or sent a broken body (e.g. bad chunk framing).
-        raise BodyError(400, "request body could not be read") from None
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """Return the request body; raise BodyError for 413 (too large), 408 (too slow) or 400.
 
-
-async def _read_chunked(request: BaseRequest, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        parts.append(chunk)
-    return b"".join(parts)
+    A declared Content-Length over ``limit`` is refused before any of the body is read (and
+    before ``100 Continue`` is sent); a chunked body as soon as its chunk sizes pass it.
+    """
+    return await request.read(limit, timeout_s)

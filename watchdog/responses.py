@@ -7,21 +7,28 @@ can tell a refusal by the watchdog from a response the function chose to send.
 
 from __future__ import annotations
 
-from aiohttp import web
+from watchdog.http11 import Headers, Response
 
 DURATION_HEADER = "X-Duration-Seconds"
 ORIGIN_HEADER = "X-Localfaas-Origin"
 ORIGIN_VALUE = "watchdog"
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 
-def refusal(status: int, text: str) -> web.Response:
+def refusal(status: int, text: str) -> Response:
     """A short text response produced by the watchdog, marked with the origin header."""
-    return web.Response(
-        status=status,
-        body=(text + "\n").encode(),
-        content_type="text/plain",
-        charset="utf-8",
-        headers={ORIGIN_HEADER: ORIGIN_VALUE},
+    return text_response(status, text + "\n")
+
+
+def text_response(status: int, text: str) -> Response:
+    """A plain text response of the watchdog's own (probes too), with the origin header."""
+    return Response(
+        status,
+        text.encode(),
+        Headers._trusted(
+            [("Content-Type", TEXT_CONTENT_TYPE), (ORIGIN_HEADER, ORIGIN_VALUE)],
+            {"content-type": TEXT_CONTENT_TYPE, ORIGIN_HEADER.lower(): ORIGIN_VALUE},
+        ),
     )
 
 

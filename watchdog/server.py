@@ -1,9 +1,9 @@
 """The watchdog's HTTP front and its lifetime: listen, start the mode, serve, drain, exit.
 
 The front answers ``/_/health`` and ``/_/ready`` itself and wraps every other request with
-the in-flight limit, ``X-Duration-Seconds`` and metrics before handing it to the mode. It
-uses aiohttp's low-level ``web.Server`` (no router, no middlewares): measured here, it serves
-noticeably more requests per second than a ``web.Application`` with one catch-all route.
+the in-flight limit, ``X-Duration-Seconds`` and metrics before handing it to the mode. Both
+ports are served by our own small HTTP/1.1 server (``watchdog.httpserver``), for every mode:
+no aiohttp on the start-up path (importing ``aiohttp.web`` took most of a cold start).
 """
 
 from __future__ import annotations
@@ -17,22 +17,27 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from time import perf_counter
 
-from aiohttp import web
-
 from watchdog.config import WatchdogConfig
 from watchdog.drain import Drain, StopRequest
+from watchdog.http11 import Headers, Request, Response, StreamResponse
+from watchdog.httpserver import HttpServer
 from watchdog.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from watchdog.metrics import Metrics
 from watchdog.modes import Mode, create_mode
-from watchdog.responses import DURATION_HEADER, ORIGIN_HEADER, ORIGIN_VALUE, duration_value, refusal
+from watchdog.responses import (
+    DURATION_HEADER,
+    ORIGIN_HEADER,
+    ORIGIN_VALUE,
+    TEXT_CONTENT_TYPE,
+    duration_value,
+    refusal,
+    text_response,
+)
 
 log = logging.getLogger("watchdog")
 
 HEALTH_PATH = "/_/health"
 READY_PATH = "/_/ready"
-# Connections still open when the drain closes the listener are given this long.
-_CLOSE_TIMEOUT_S = 1.0
-_BACKLOG = 1024  # bursts from the gateway's activator should queue, not be refused
 
 
 class Watchdog:
@@ -53,8 +58,8 @@ class Watchdog:
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        # raw_path is the request target as sent: cheaper than the parsed, decoded path.
+    async def __call__(self, request: Request) -> Response | StreamResponse:
+        # raw_path is the path as sent: cheaper than the percent-decoded one.
         if request.raw_path.startswith("/_/"):
             path = request.path
             if path == HEALTH_PATH:
@@ -69,7 +74,7 @@ class Watchdog:
         try:
             response = await self._handle(request, start)
         except Exception as exc:
-            # A bug in a mode must not turn into aiohttp's anonymous 500.
+            # A bug in a mode is logged here and answered like any other failure.
             log.error("internal error handling a request: %r", exc, exc_info=exc)
             response = refusal(500, "watchdog internal error")
         finally:
@@ -82,30 +87,36 @@ class Watchdog:
         self._observe(response.status, request.method, duration_s)
         return response
 
-    def _refuse_busy(self, request: web.BaseRequest) -> web.Response:
-        response = web.Response(
-            status=429,
-            text=self._busy_text,
-            headers={ORIGIN_HEADER: ORIGIN_VALUE, DURATION_HEADER: duration_value(0.0)},
+    def _refuse_busy(self, request: Request) -> Response:
+        response = Response(
+            429,
+            self._busy_text.encode(),
+            Headers(
+                [
+                    ("Content-Type", TEXT_CONTENT_TYPE),
+                    (ORIGIN_HEADER, ORIGIN_VALUE),
+                    (DURATION_HEADER, duration_value(0.0)),
+                ]
+            ),
         )
         self._observe(429, request.method, 0.0)
         return response
 
-    def _health(self) -> web.Response:
+    def _health(self) -> Response:
         if self._draining:
-            return web.Response(status=503, text="draining")
-        return web.Response(text="OK")
+            return text_response(503, "draining")
+        return text_response(200, "OK")
 
-    async def _ready(self) -> web.Response:
+    async def _ready(self) -> Response:
         if self._draining:
-            return web.Response(status=503, text="draining")
+            return text_response(503, "draining")
         if not self._mode.ready:
-            return web.Response(status=503, text="not ready")
+            return text_response(503, "not ready")
         if self._max_inflight and self._in_flight >= self._max_inflight:
-            return web.Response(status=429, text="busy")
+            return text_response(429, "busy")
         if not await self._mode.check_ready():
-            return web.Response(status=503, text="not ready")
-        return web.Response(text="OK")
+            return text_response(503, "not ready")
+        return text_response(200, "OK")
 
     def mark_draining(self) -> None:
         self._draining = True
@@ -122,40 +133,15 @@ class Watchdog:
             return False
         return True
 
-    async def serve_metrics(self, request: web.BaseRequest) -> web.Response:
+    async def serve_metrics(self, request: Request) -> Response:
         """The request handler for the metrics port."""
         if request.path != "/metrics":
-            return web.Response(status=404, text="not found; metrics are at /metrics")
-        return web.Response(
-            body=self.metrics.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+            return text_response(404, "not found; metrics are at /metrics")
+        return Response(
+            200,
+            self.metrics.render().encode(),
+            Headers([("Content-Type", METRICS_CONTENT_TYPE)]),
         )
-
-
-class Listener:
-    """One port served by an aiohttp low-level server."""
-
-    def __init__(self, handler: web.Server, port: int) -> None:
-        self._server = handler
-        self._runner = web.ServerRunner(handler, shutdown_timeout=_CLOSE_TIMEOUT_S)
-        self._site: web.TCPSite | None = None
-        self._port = port
-
-    async def start(self) -> int:
-        """Listen on all interfaces; return the bound port (useful when asked for port 0)."""
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, "0.0.0.0", self._port, backlog=_BACKLOG)
-        await self._site.start()
-        return int(self._runner.addresses[0][1])
-
-    async def stop_accepting(self) -> None:
-        """Refuse new connections; idle keep-alive connections close, busy ones after their reply."""
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
-        self._server.pre_shutdown()
-
-    async def close(self) -> None:
-        await self._runner.cleanup()
 
 
 async def serve(config: WatchdogConfig, started_at: float) -> int:
@@ -166,18 +152,14 @@ async def serve(config: WatchdogConfig, started_at: float) -> int:
     stop = StopRequest()
     async with AsyncExitStack() as resources:
         resources.push_async_callback(mode.close)
-        # access_log=None: no per-request logging. auto_decompress=False: bodies reach the
-        # function (or the upstream) exactly as sent, and max_body_bytes counts real bytes.
-        function_port = Listener(
-            web.Server(front, access_log=None, auto_decompress=False), config.port
-        )
-        metrics_port = Listener(
-            web.Server(front.serve_metrics, access_log=None), config.metrics_port
-        )
+        # No per-request logging, and bodies reach the function (or the upstream) exactly as
+        # sent (no decompression): max_body_bytes counts real bytes.
+        function_port = HttpServer(front, config.read_timeout_s, "function")
+        metrics_port = HttpServer(front.serve_metrics, config.read_timeout_s, "metrics")
         try:
-            port = await function_port.start()
+            port = await function_port.start(config.port)
             resources.push_async_callback(function_port.close)
-            bound_metrics_port = await metrics_port.start()
+            bound_metrics_port = await metrics_port.start(config.metrics_port)
             resources.push_async_callback(metrics_port.close)
         except OSError as exc:
             log.error("cannot listen: %s", exc)

@@ -10,9 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from aiohttp.web import BaseRequest, StreamResponse
-
     from watchdog.config import WatchdogConfig
+    from watchdog.http11 import Request, Response, StreamResponse
 
 # Called by a mode when the function can no longer run (e.g. http mode's child exited);
 # the argument says why. The watchdog then shuts down and exits non-zero.
@@ -40,7 +39,7 @@ class Mode(Protocol):
         """The readiness answer for ``/_/ready`` (may ask the function, e.g. ``ready_path``)."""
         ...
 
-    async def handle(self, request: BaseRequest, start: float) -> StreamResponse:
+    async def handle(self, request: Request, start: float) -> Response | StreamResponse:
         """Run one function request, enforcing exec_timeout and max_body_bytes.
 
         ``start`` is the ``perf_counter()`` at which the watchdog took the request; a mode

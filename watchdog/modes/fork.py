@@ -16,10 +16,9 @@ import shutil
 import signal
 import sys
 
-from aiohttp import web
-
 from watchdog.body import BodyError, read_body
 from watchdog.config import WatchdogConfig
+from watchdog.http11 import Request, Response
 from watchdog.logs import relay_lines
 from watchdog.modes import OnFatal
 from watchdog.responses import refusal
@@ -27,7 +26,7 @@ from watchdog.responses import refusal
 log = logging.getLogger("watchdog")
 
 
-def cgi_env(request: web.BaseRequest) -> dict[str, str]:
+def cgi_env(request: Request) -> dict[str, str]:
     """The classic watchdog's request variables: ``Http_<Header_Name>`` plus method, path, query."""
     env = {
         "Http_Method": request.method,
@@ -78,7 +77,7 @@ class ForkMode:
     async def check_ready(self) -> bool:
         return self._ready
 
-    async def handle(self, request: web.BaseRequest, start: float) -> web.Response:
+    async def handle(self, request: Request, start: float) -> Response:
         if not self._ready:
             return refusal(503, "function not ready: fprocess command not found")
         try:
@@ -120,7 +119,7 @@ class ForkMode:
         if code != 0:
             log.warning("fprocess pid=%d exited with code %d", process.pid, code)
             return refusal(500, f"function exited with code {code}")
-        return web.Response(body=output, headers=self._headers(request))
+        return Response(200, output, self._headers(request))
 
     async def _run(self, process: asyncio.subprocess.Process, body: bytes) -> tuple[bytes, int]:
         assert process.stdin and process.stdout and process.stderr
@@ -131,7 +130,7 @@ class ForkMode:
         )
         return output, await process.wait()
 
-    def _headers(self, request: web.BaseRequest) -> dict[str, str]:
+    def _headers(self, request: Request) -> dict[str, str]:
         # As the classic watchdog: the content_type setting, else the caller's Content-Type.
         content_type = self._config.content_type or request.headers.get("Content-Type", "")
         return {"Content-Type": content_type} if content_type else {}

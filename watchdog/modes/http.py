@@ -15,14 +15,12 @@ from time import perf_counter
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from aiohttp.streams import StreamReader
-from multidict import CIMultiDictProxy
 from yarl import URL
 
-from watchdog.body import send_continue, too_large
+from watchdog.body import too_large
 from watchdog.child import Child
 from watchdog.config import WatchdogConfig
+from watchdog.http11 import Request, Response, StreamResponse
 from watchdog.modes import OnFatal
 from watchdog.responses import DURATION_HEADER, duration_value, refusal
 
@@ -147,7 +145,7 @@ class HttpMode:
             self._config.read_timeout_s or _POLL_REQUEST_TIMEOUT_S, any_status=False
         )
 
-    async def handle(self, request: web.BaseRequest, start: float) -> web.StreamResponse:
+    async def handle(self, request: Request, start: float) -> Response | StreamResponse:
         if not self._ready:
             refused = await self._wait_ready()
             if refused is not None:
@@ -156,16 +154,14 @@ class HttpMode:
         if length is not None and length > self._max_body_bytes:
             return refusal(413, too_large(self._max_body_bytes).message)
         assert self._session is not None
-        target = request.raw_path
-        if not target.startswith("/"):  # absolute-form request target
-            target = request.rel_url.raw_path_qs
+        target = request.target  # as sent (an absolute-form target was reduced to its path)
         data: Any = None
         guard = _BodyGuard(self._max_body_bytes)
         if request.body_exists:
-            await send_continue(request)
-            # A declared length is enforced by the parser; only chunked bodies need counting.
-            data = request.content if length is not None else guard.stream(request.content)
-        response: web.StreamResponse | None = None
+            await request.send_continue()
+            # A declared length was checked above; only chunked bodies need counting.
+            data = request.stream() if length is not None else guard.stream(request.stream())
+        response: StreamResponse | None = None
         deadline = asyncio.timeout(self._exec_timeout_s or None)
         try:
             async with (
@@ -178,7 +174,7 @@ class HttpMode:
                     allow_redirects=False,
                 ) as upstream,
             ):
-                response = web.StreamResponse(
+                response = StreamResponse(
                     status=upstream.status,
                     reason=upstream.reason,
                     headers=_forwarded(upstream.headers),
@@ -209,7 +205,7 @@ class HttpMode:
             # Either side went away mid-stream; the status is already sent.
             return _abort(request, response)
 
-    async def _wait_ready(self) -> web.Response | None:
+    async def _wait_ready(self) -> Response | None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._exec_timeout_s or None):
                 await self._settled.wait()
@@ -237,9 +233,9 @@ class _BodyGuard:
         self.limit = limit
         self.exceeded = False
 
-    async def stream(self, content: StreamReader) -> AsyncIterator[bytes]:
+    async def stream(self, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         size = 0
-        async for chunk in content.iter_any():
+        async for chunk in content:
             size += len(chunk)
             if size > self.limit:
                 self.exceeded = True
@@ -247,9 +243,7 @@ class _BodyGuard:
             yield chunk
 
 
-def _forwarded(
-    headers: CIMultiDictProxy[str], drop: frozenset[str] = HOP_BY_HOP
-) -> list[tuple[str, str]]:
+def _forwarded(headers: Any, drop: frozenset[str] = HOP_BY_HOP) -> list[tuple[str, str]]:
     """``headers`` minus those in ``drop`` and those the Connection header names."""
     connection = headers.get("Connection")
     if connection:
@@ -257,8 +251,8 @@ def _forwarded(
     return [(name, value) for name, value in headers.items() if name.lower() not in drop]
 
 
-def _abort(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+def _abort(request: Request, response: StreamResponse) -> StreamResponse:
     # Close the client connection without finishing the body: a truncated stream must look
     # broken to the caller, not complete.
-    request.protocol.force_close()
+    request.force_close()
     return response

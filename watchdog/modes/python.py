@@ -16,11 +16,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp.web import BaseRequest, Response
-from multidict import CIMultiDictProxy, MultiMapping
-
-from watchdog.body import BodyError, read_body
+from watchdog.body import BodyError
 from watchdog.config import WatchdogConfig
+from watchdog.http11 import Headers, Query, Request, Response
 from watchdog.modes import OnFatal
 from watchdog.modes.python_result import ResultError, to_response
 from watchdog.modes.threads import ThreadPool
@@ -36,18 +34,23 @@ Handler = Callable[["Event", "Context"], Any]
 
 
 class Event:
-    """The request as python3-http handlers see it: body, headers, method, query, path."""
+    """The request as python3-http handlers see it: body, headers, method, query, path.
+
+    ``headers`` is case-insensitive (``get`` gives the first value, ``getall``/``getlist``
+    every one); ``query`` gives the first value of a key (as Flask's ``request.args``) and
+    every value through ``getall``/``getlist``; ``path`` is percent-decoded.
+    """
 
     __slots__ = ("_request", "body")
 
-    def __init__(self, body: bytes, request: BaseRequest) -> None:
+    def __init__(self, body: bytes, request: Request) -> None:
         self.body = body
         self._request = request
 
     # Properties, not copies: most handlers read one or two fields, and parsing the query on
     # every request would cost the ones that never look at it.
     @property
-    def headers(self) -> CIMultiDictProxy[str]:
+    def headers(self) -> Headers:
         return self._request.headers
 
     @property
@@ -55,7 +58,7 @@ class Event:
         return self._request.method
 
     @property
-    def query(self) -> MultiMapping[str]:
+    def query(self) -> Query:
         return self._request.query
 
     @property
@@ -148,16 +151,19 @@ class PythonMode:
     async def check_ready(self) -> bool:
         return self._handler is not None
 
-    async def handle(self, request: BaseRequest, start: float) -> Response:
+    async def handle(self, request: Request, start: float) -> Response:
         handler = self._handler
         if handler is None:
             handler = await self._wait_for_handler()
             if handler is None:
                 return refusal(503, self._not_ready_reason())
-        try:
-            body = await read_body(request, self._max_body_bytes, self._read_timeout_s)
-        except BodyError as exc:
-            return refusal(exc.status, exc.message)
+        if request.body_done:
+            body = b""
+        else:
+            try:
+                body = await request.read(self._max_body_bytes, self._read_timeout_s)
+            except BodyError as exc:
+                return refusal(exc.status, exc.message)
         event = Event(body, request)
         context = Context(self._hostname)
         if self._is_async:
@@ -244,7 +250,7 @@ class _Deadline:
     __slots__ = ("expired", "task")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        assert task is not None  # aiohttp runs every request handler in a task
+        assert task is not None  # each connection serves its requests in a task
         self.task = task
         self.expired = False
 

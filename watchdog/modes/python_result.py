@@ -8,16 +8,17 @@ to ``text/html; charset=utf-8`` unless the handler sets ``Content-Type``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiohttp import web
-from multidict import CIMultiDict
+from watchdog.http11 import Headers, Response
 
 DEFAULT_CONTENT_TYPE = "text/html; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
-# aiohttp frames the body itself; a handler's own framing headers would corrupt the connection.
+_DEFAULT_HEADERS = [("Content-Type", DEFAULT_CONTENT_TYPE)]
+_DEFAULT_INDEX = {"content-type": DEFAULT_CONTENT_TYPE}
+# The server frames the body itself; a handler's own framing headers would corrupt the
+# connection.
 _BAD_NAME = frozenset(":\r\n \t")
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
@@ -26,12 +27,12 @@ class ResultError(Exception):
     """The handler returned something that is not a valid python3-http result."""
 
 
-def to_response(result: object) -> web.Response:
+def to_response(result: object) -> Response:
     """Map a handler result to a response; raise ResultError for an unsupported result."""
     if isinstance(result, str):
         return _text_response(200, result.encode())
     if result is None:
-        return web.Response(status=200)
+        return Response(200)
     if isinstance(result, bytes | bytearray | memoryview):
         return _text_response(200, bytes(result))
     if isinstance(result, Mapping):
@@ -41,20 +42,25 @@ def to_response(result: object) -> web.Response:
     )
 
 
-def _text_response(status: int, body: bytes) -> web.Response:
-    return web.Response(status=status, body=body, headers={"Content-Type": DEFAULT_CONTENT_TYPE})
+def _text_response(status: int, body: bytes) -> Response:
+    return Response(status, body, Headers._trusted(list(_DEFAULT_HEADERS), dict(_DEFAULT_INDEX)))
 
 
-def _dict_response(result: Mapping[Any, Any]) -> web.Response:
+def _dict_response(result: Mapping[Any, Any]) -> Response:
     status = _status(result.get("statusCode", 200))
     body, content_type = _body(result.get("body"))
-    headers: CIMultiDict[str] = CIMultiDict()
+    raw_headers = result.get("headers")
+    if content_type is DEFAULT_CONTENT_TYPE and raw_headers is None:
+        return Response(
+            status, body, Headers._trusted(list(_DEFAULT_HEADERS), dict(_DEFAULT_INDEX))
+        )
+    headers = Headers()
     if content_type:
-        headers["Content-Type"] = content_type
-    for name, value in _header_items(result.get("headers")):
+        headers.add("Content-Type", content_type)
+    for name, value in _header_items(raw_headers):
         if name.lower() not in _FRAMING:
             headers[name] = value  # the handler's Content-Type wins over ours
-    return web.Response(status=status, body=body, headers=headers)
+    return Response(status, body, headers)
 
 
 def _status(raw: object) -> int:
@@ -75,6 +81,8 @@ def _body(raw: object) -> tuple[bytes, str | None]:
     if isinstance(raw, bytes | bytearray | memoryview):
         return bytes(raw), DEFAULT_CONTENT_TYPE
     if isinstance(raw, dict | list):
+        import json  # only handlers that return JSON bodies pay for the import
+
         try:
             text = json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
