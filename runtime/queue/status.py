@@ -1,0 +1,136 @@
+"""Call status: one record per call id in the KV bucket, changed with compare-and-set.
+
+A call has no record while it waits for its first attempt (enqueue is one durable write, not
+two); then it is found by its subject in the work stream and reported as ``queued``. The worker
+claims a call by creating/updating the record to ``running`` with the revision it read, and
+cancel moves a ``queued`` call to ``cancelled`` the same way, so exactly one of them wins.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from runtime.queue.message import check_call_id
+
+MAX_HISTORY = 50
+MAX_ERROR_CHARS = 300
+
+
+class CallState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD_LETTERED = "dead-lettered"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {CallState.SUCCEEDED, CallState.FAILED, CallState.DEAD_LETTERED, CallState.CANCELLED}
+)
+
+
+def short_error(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    attempt: int
+    started_at: float
+    finished_at: float
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CallStatus:
+    call_id: str
+    function: str
+    namespace: str
+    state: CallState
+    enqueued_at: float
+    updated_at: float
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+    next_attempt_at: float | None = None
+    replays: int = 0
+    callback_url: str | None = None
+    callback_state: str | None = None  # pending | delivered | failed
+    callback_status: int | None = None
+    seq: int = 0  # work-stream sequence of the message being run (tells twins from redeliveries)
+    history: tuple[AttemptRecord, ...] = field(default=())
+
+    @property
+    def function_name(self) -> str:
+        return f"{self.function}.{self.namespace}"
+
+    def with_attempt(self, record: AttemptRecord, **changes: Any) -> CallStatus:
+        history = (*self.history, record)[-MAX_HISTORY:]
+        return replace(
+            self,
+            attempts=record.attempt,
+            last_status=record.status,
+            last_error=record.error,
+            history=history,
+            **changes,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The management API's shape (also the stored one)."""
+        out = asdict(self)
+        out["state"] = self.state.value
+        out["history"] = [asdict(item) for item in self.history]
+        return out
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> CallStatus:
+        data = json.loads(raw)
+        data["state"] = CallState(data["state"])
+        data["history"] = tuple(AttemptRecord(**item) for item in data.get("history", ()))
+        return cls(**data)
+
+
+class StatusStore:
+    """CAS access to the status bucket. ``None`` results mean "lost the race; read again"."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, call_id: str) -> tuple[CallStatus, int] | None:
+        try:
+            entry = await self._kv.get(check_call_id(call_id))
+        except KeyNotFoundError:
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return CallStatus.decode(entry.value), entry.revision
+
+    async def create(self, status: CallStatus) -> int | None:
+        try:
+            return await self._kv.create(status.call_id, status.encode())
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def update(self, status: CallStatus, revision: int) -> int | None:
+        try:
+            return await self._kv.update(status.call_id, status.encode(), last=revision)
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def put(self, status: CallStatus) -> int:
+        return await self._kv.put(status.call_id, status.encode())
