@@ -8,13 +8,10 @@ and the value, and ``python -m watchdog`` turns that into exit status 2.
 from __future__ import annotations
 
 import re
-import shlex
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from watchdog.durations import parse_duration
 
@@ -33,38 +30,127 @@ class ConfigError(ValueError):
     """A watchdog variable has a bad value; the message is the one line shown to the user."""
 
 
-@dataclass(frozen=True, slots=True)
 class WatchdogConfig:
-    """Everything the watchdog needs to know, with units in the names."""
+    """Everything the watchdog needs to know, with units in the names.
 
-    mode: str = "python"
-    fprocess: str = ""
-    upstream_url: str = "http://127.0.0.1:8082"
-    read_timeout_s: float = 10.0
-    write_timeout_s: float = 10.0
-    exec_timeout_s: float = 10.0  # 0 means no limit
-    # Not of-watchdog's default (it reuses write_timeout): 5 s leaves half of Docker's default
-    # 10 s stop grace period for the requests still in flight.
-    healthcheck_interval_s: float = 5.0
-    max_inflight: int = 100  # 0 means unlimited
-    prefix_logs: bool = True
-    ready_path: str = ""
-    handler: str = "function.handler:handle"
-    port: int = 8080
-    metrics_port: int = 8081
-    static_path: str = "/home/app/public"
-    max_body_bytes: int = 10 * MEBIBYTE
-    content_type: str = ""  # fork mode: response Content-Type override
-    hostname: str = "localhost"
+    Immutable and compared by value (``env`` aside), like the frozen dataclass it was:
+    written out by hand because generating the dataclass cost ~3 ms of every cold start.
+    """
+
+    mode: str
+    fprocess: str
+    upstream_url: str
+    read_timeout_s: float
+    write_timeout_s: float
+    exec_timeout_s: float  # 0 means no limit
+    healthcheck_interval_s: float
+    max_inflight: int  # 0 means unlimited
+    prefix_logs: bool
+    ready_path: str
+    handler: str
+    port: int
+    metrics_port: int
+    static_path: str
+    max_body_bytes: int
+    content_type: str  # fork mode: response Content-Type override
+    hostname: str
     # The environment children get (fork mode adds Http_* to it); kept here so no other
-    # module reads os.environ.
-    env: Mapping[str, str] = field(
-        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    # module reads os.environ. Not part of equality or repr.
+    env: Mapping[str, str]
+
+    __slots__ = (
+        "content_type",
+        "env",
+        "exec_timeout_s",
+        "fprocess",
+        "handler",
+        "healthcheck_interval_s",
+        "hostname",
+        "max_body_bytes",
+        "max_inflight",
+        "metrics_port",
+        "mode",
+        "port",
+        "prefix_logs",
+        "read_timeout_s",
+        "ready_path",
+        "static_path",
+        "upstream_url",
+        "write_timeout_s",
     )
+
+    def __init__(
+        self,
+        *,
+        mode: str = "python",
+        fprocess: str = "",
+        upstream_url: str = "http://127.0.0.1:8082",
+        read_timeout_s: float = 10.0,
+        write_timeout_s: float = 10.0,
+        exec_timeout_s: float = 10.0,
+        # Not of-watchdog's default (it reuses write_timeout): 5 s leaves half of Docker's
+        # default 10 s stop grace period for the requests still in flight.
+        healthcheck_interval_s: float = 5.0,
+        max_inflight: int = 100,
+        prefix_logs: bool = True,
+        ready_path: str = "",
+        handler: str = "function.handler:handle",
+        port: int = 8080,
+        metrics_port: int = 8081,
+        static_path: str = "/home/app/public",
+        max_body_bytes: int = 10 * MEBIBYTE,
+        content_type: str = "",
+        hostname: str = "localhost",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "mode", mode)
+        init(self, "fprocess", fprocess)
+        init(self, "upstream_url", upstream_url)
+        init(self, "read_timeout_s", read_timeout_s)
+        init(self, "write_timeout_s", write_timeout_s)
+        init(self, "exec_timeout_s", exec_timeout_s)
+        init(self, "healthcheck_interval_s", healthcheck_interval_s)
+        init(self, "max_inflight", max_inflight)
+        init(self, "prefix_logs", prefix_logs)
+        init(self, "ready_path", ready_path)
+        init(self, "handler", handler)
+        init(self, "port", port)
+        init(self, "metrics_port", metrics_port)
+        init(self, "static_path", static_path)
+        init(self, "max_body_bytes", max_body_bytes)
+        init(self, "content_type", content_type)
+        init(self, "hostname", hostname)
+        init(self, "env", MappingProxyType({}) if env is None else env)
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__ if name != "env")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name != "env"
+        )
+        return f"WatchdogConfig({fields})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"WatchdogConfig is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"WatchdogConfig is immutable: cannot delete {name!r}")
 
     @property
     def fprocess_argv(self) -> list[str]:
         """``fprocess`` split like a shell would (validated in ``from_env``)."""
+        import shlex  # http and fork mode only: python mode's cold start skips it
+
         return shlex.split(self.fprocess)
 
     @property
@@ -132,6 +218,8 @@ class WatchdogConfig:
                     f"fprocess: required for mode={self.mode} (the command to run, "
                     "e.g. fprocess='node index.js')"
                 )
+            import shlex
+
             try:
                 argv = shlex.split(self.fprocess)
             except ValueError as exc:
@@ -208,6 +296,10 @@ def _handler(name: str, raw: str) -> str:
 
 
 def _upstream(name: str, raw: str) -> str:
+    # Imported here: urllib.parse (with ipaddress) costs ~3 ms of a cold start, and only an
+    # explicit upstream_url needs it.
+    from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(raw)
         _ = parts.port  # raises ValueError on a port that is not a number in range

@@ -40,9 +40,11 @@ _HEAD = re.compile(
     rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])"
     rb"((?:\r\n" + _TOKEN + rb":" + _FIELD_VALUE + rb")*)"
 )
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
-_FIELD_LINE = re.compile(_TOKEN + rb":" + _FIELD_VALUE)
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
+# Compiled on first use (re caches them): a cold start that sees no bad request or chunked
+# body does not pay for them.
+_REQUEST_LINE = rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])"
+_FIELD_LINE = _TOKEN + rb":" + _FIELD_VALUE
+_CHUNK_LINE = rb"([0-9A-Fa-f]{1,16})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?"
 TOKEN_START = frozenset(
     b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
@@ -412,14 +414,14 @@ def _tokens(value: str) -> set[str]:
 def _head_error(head: bytes) -> HttpError:
     """Say which part of a head that failed to parse is wrong."""
     line, _, rest = head.partition(b"\r\n")
-    if _REQUEST_LINE.fullmatch(line) is None:
+    if re.fullmatch(_REQUEST_LINE, line) is None:
         if b"\n" in line or b"\r" in line:
             return HttpError(400, "bare CR or LF in the request line")
         return HttpError(400, "malformed request line")
     for field in rest.split(b"\r\n"):
         if field[:1] in (b" ", b"\t"):
             return HttpError(400, "obsolete line folding in a header field")
-        if _FIELD_LINE.fullmatch(field) is None:
+        if re.fullmatch(_FIELD_LINE, field) is None:
             return HttpError(400, "malformed header field")
     return HttpError(400, "malformed request head")
 
@@ -438,9 +440,19 @@ def _origin_form(target: str) -> str:
     return rest[slash:]
 
 
+_chunk_line_re: re.Pattern[bytes] | None = None
+
+
+def _chunk_line() -> re.Pattern[bytes]:
+    global _chunk_line_re
+    if _chunk_line_re is None:
+        _chunk_line_re = re.compile(_CHUNK_LINE)
+    return _chunk_line_re
+
+
 def check_field_line(line: bytes) -> None:
     """Validate one trailer field line; raise HttpError(400) if it is malformed."""
-    if _FIELD_LINE.fullmatch(line) is None:
+    if re.fullmatch(_FIELD_LINE, line) is None:
         raise HttpError(400, "malformed trailer field")
 
 
@@ -489,7 +501,7 @@ class ChunkedDecoder:
                 if end < 0:
                     self._check_incomplete_line(buf, "chunk size line")
                     return False
-                match = _CHUNK_LINE.fullmatch(buf, 0, end)
+                match = _chunk_line().fullmatch(buf, 0, end)
                 if match is None:
                     raise HttpError(400, "malformed chunk size")
                 size = int(match[1], 16)
