@@ -265,7 +265,7 @@ class Request:
         self.close = close  # the connection closes after the response
         self.expect_continue = expect_continue
         self.body_done = not chunked and not content_length
-        self.started = False  # a streamed response has sent its head
+        self.started = False  # the response head is on its way
         self._path: str | None = None
         self._query: Query | None = None
         self._conn: Any = None

@@ -109,10 +109,6 @@ class HttpServer:
                 await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT_S)
 
 
-class _Closed(Exception):
-    """The client closed its side or the connection; nothing more can be read."""
-
-
 class _Connection(asyncio.Protocol):
     """One client connection and the task that serves its requests in order."""
 
@@ -338,13 +334,12 @@ class _Connection(asyncio.Protocol):
         except HttpError as exc:
             linger = True
             self._write_error(request, exc)
-        except _Closed:
-            pass
         except asyncio.CancelledError:
             self._transport.abort()
             raise
         except Exception as exc:
             log.error("HTTP connection failed: %r", exc, exc_info=exc)
+            linger = True
             if request is None or not request.started:
                 self._write_error(request, HttpError(500, "watchdog internal error"))
         finally:
@@ -371,11 +366,33 @@ class _Connection(asyncio.Protocol):
 
     # Writing
 
+    def _skip_buffered_body(self, request: Request) -> None:
+        """Drop a body the handler did not read if all of it is here (else we must close)."""
+        buf = self._buf
+        length = request.content_length
+        if length is not None:
+            if len(buf) >= length:
+                del buf[:length]
+                request.body_done = True
+        else:
+            decoder = ChunkedDecoder()
+            scratch = bytearray(buf)
+            try:
+                if decoder.decode(scratch, []):
+                    buf[:] = scratch
+                    request.body_done = True
+            except HttpError:
+                pass
+        if request.body_done and self._read_paused:
+            self._consumed()
+
     def _write_response(self, request: Request, response: Response) -> None:
         transport = self._transport
         if self._lost or transport.is_closing():
             request.close = True
             return
+        if not request.body_done and not request.close and not self._closing:
+            self._skip_buffered_body(request)
         status = response.status
         body = response.body
         headers = response.headers
@@ -397,6 +414,7 @@ class _Connection(asyncio.Protocol):
             parts.append("\r\n")
         head = "".join(parts).encode("utf-8", "surrogateescape")
         request.close = close
+        request.started = True
         if not body or request.method == "HEAD":
             transport.write(head)
         elif len(body) <= _LARGE_BODY:

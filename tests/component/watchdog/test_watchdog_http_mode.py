@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -222,3 +223,19 @@ async def test_expect_100_continue_is_answered(proxy: Any) -> None:
         seen = await response.json()
     assert seen["body"] == "y" * 900
     assert "expect" not in seen["headers"]
+
+
+def test_http_1_0_client_gets_a_streamed_body_ended_by_close(proxy: Any, state: Path) -> None:
+    # The upstream streams chunked; HTTP/1.0 has no chunked encoding, so the body runs until
+    # the watchdog closes the connection.
+    (state / "open-gate").touch()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as conn:
+        conn.sendall(b"GET /stream?gate=open-gate HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nConnection: close" in head
+    assert b"Transfer-Encoding" not in head
+    assert body == b"first\nsecond\n"

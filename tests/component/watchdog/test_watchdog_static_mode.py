@@ -9,6 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+BIG = bytes(range(256)) * 4096  # 1 MiB: streamed, not sent in one piece
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -20,6 +22,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (public / "docs" / "index.html").write_text("docs home")
     (root / "secret.txt").write_text("do not serve")
     (public / "link-out").symlink_to(root / "secret.txt")
+    (public / "big.bin").write_bytes(BIG)
     return public
 
 
@@ -76,3 +79,63 @@ async def test_only_get_and_head(static: Any) -> None:
             assert response.status == 200
         async with session.post(static.url("/app.js")) as response:
             assert response.status == 405
+
+
+async def test_a_large_file_streams_intact(static: Any) -> None:
+    async with aiohttp.ClientSession() as session, session.get(static.url("/big.bin")) as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(len(BIG))
+        assert response.headers["Content-Type"] == "application/octet-stream"
+        assert "X-Duration-Seconds" in response.headers
+        assert await response.read() == BIG
+
+
+@pytest.mark.parametrize(
+    ("spec", "start", "end"),
+    [("bytes=0-9", 0, 9), ("bytes=1048570-", 1048570, 1048575), ("bytes=-6", 1048570, 1048575),
+     ("bytes=100-999999999", 100, 1048575)],
+)  # fmt: skip
+async def test_one_byte_range_is_206(static: Any, spec: str, start: int, end: int) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(static.url("/big.bin"), headers={"Range": spec}) as response,
+    ):
+        assert response.status == 206
+        assert response.headers["Content-Range"] == f"bytes {start}-{end}/{len(BIG)}"
+        assert await response.read() == BIG[start : end + 1]
+
+
+async def test_range_past_the_end_is_416(static: Any) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(static.url("/app.js"), headers={"Range": "bytes=500-"}) as response,
+    ):
+        assert response.status == 416
+        assert response.headers["Content-Range"] == "bytes */14"
+
+
+async def test_validators_give_304(static: Any) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(static.url("/app.js")) as response:
+            etag = response.headers["ETag"]
+            last_modified = response.headers["Last-Modified"]
+        async with session.get(static.url("/app.js"), headers={"If-None-Match": etag}) as response:
+            assert response.status == 304
+            assert await response.read() == b""
+        async with session.get(
+            static.url("/app.js"), headers={"If-Modified-Since": last_modified}
+        ) as response:
+            assert response.status == 304
+        async with session.get(
+            static.url("/app.js"), headers={"If-None-Match": '"other"'}
+        ) as response:
+            assert response.status == 200
+
+
+async def test_head_has_the_file_length_and_no_body(static: Any) -> None:
+    async with aiohttp.ClientSession() as session:
+        for path, length in (("/app.js", 14), ("/big.bin", len(BIG))):
+            async with session.head(static.url(path)) as response:
+                assert response.status == 200
+                assert response.headers["Content-Length"] == str(length)
+                assert await response.read() == b""

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from aiohttp.test_utils import make_mocked_request
-from multidict import CIMultiDict
-
+from watchdog.http11 import parse_request
 from watchdog.modes.fork import cgi_env
 
 
 def test_headers_method_path_and_query() -> None:
-    request = make_mocked_request(
-        "POST",
-        "/fn/sub?a=1&b=two",
-        headers=CIMultiDict(
-            [
-                ("content-type", "text/plain"),
-                ("X-CALL-ID", "id-1"),
-                ("x-multi", "1"),
-                ("x-multi", "2"),
-            ]
-        ),
+    request = parse_request(
+        b"POST /fn/sub?a=1&b=two HTTP/1.1\r\n"
+        b"content-type: text/plain\r\n"
+        b"X-CALL-ID: id-1\r\n"
+        b"x-multi: 1\r\n"
+        b"x-multi: 2\r\n"
+        b"Content-Length: 3"
     )
     env = cgi_env(request)
     assert env["Http_Method"] == "POST"
@@ -28,7 +22,8 @@ def test_headers_method_path_and_query() -> None:
     assert env["Http_Content_Type"] == "text/plain"
     assert env["Http_X_Call_Id"] == "id-1"
     assert env["Http_X_Multi"] == "1"
+    assert env["Http_ContentLength"] == "3"
 
 
 def test_no_query_is_empty() -> None:
-    assert cgi_env(make_mocked_request("GET", "/"))["Http_Query"] == ""
+    assert cgi_env(parse_request(b"GET / HTTP/1.1"))["Http_Query"] == ""
