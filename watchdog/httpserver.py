@@ -337,6 +337,8 @@ class _Connection(asyncio.Protocol):
         except asyncio.CancelledError:
             self._transport.abort()
             raise
+        except ConnectionError:
+            pass  # the client went away while we were writing to it
         except Exception as exc:
             log.error("HTTP connection failed: %r", exc, exc_info=exc)
             linger = True

@@ -2,8 +2,8 @@
 
 Names and labels follow of-watchdog (``http_requests_total``, ``http_request_duration_seconds``,
 ``http_requests_in_flight``; ``code`` and lower-case ``method``), so dashboards carry over.
-No prometheus_client: the watchdog ships with aiohttp only, and recording must stay a few
-dictionary operations on the hot path.
+No prometheus_client: the watchdog keeps its imports few (cold starts), and recording must
+stay a few dictionary operations on the hot path.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-STARTUP_TIMEOUT_S = 20.0  # a loaded CI machine imports aiohttp slowly
+STARTUP_TIMEOUT_S = 20.0  # a loaded CI machine starts Python slowly
 _LISTENING = re.compile(r"listening port=(\d+) metrics_port=(\d+)")
 
 

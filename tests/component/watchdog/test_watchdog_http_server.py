@@ -378,6 +378,22 @@ def test_a_client_vanishing_mid_request_harms_no_one(client: Any, watchdog: Any)
     assert watchdog.process.poll() is None
 
 
+def test_a_client_that_stops_reading_and_leaves_is_no_error(client: Any, watchdog: Any) -> None:
+    conn = client()
+    conn.send(get("/big?n=1000000") * 40)  # 40 MB of answers nobody reads
+    first = conn.response()
+    assert (first.status, len(first.body)) == (200, 1_000_000)
+    time.sleep(0.3)  # the server is now blocked on a full socket buffer
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    conn.close()  # with SO_LINGER 0: a reset, as a crashed client would leave
+    other = client()
+    other.send(get("/text"))
+    assert other.response().status == 200
+    time.sleep(0.2)
+    assert "HTTP connection failed" not in watchdog.stderr()
+    assert watchdog.process.poll() is None
+
+
 def test_query_get_is_the_first_value_like_flask(client: Any) -> None:
     conn = client()
     conn.send(get("/query-first?a=1&a=2&b=&c=x%20y"))
