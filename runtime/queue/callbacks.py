@@ -195,9 +195,8 @@ class CallbackGuard:
         port = url.port
         assert port is not None
         try:
-            addresses = await asyncio.wait_for(
-                self._resolve(host.strip("[]"), port), self.policy.resolve_timeout_s
-            )
+            async with asyncio.timeout(self.policy.resolve_timeout_s):
+                addresses = await self._resolve(host.strip("[]"), port)
         except (OSError, TimeoutError, UnicodeError):
             raise InvalidSpec(f"X-Callback-Url {raw!r}: host {host!r} does not resolve") from None
         if not addresses:
