@@ -47,7 +47,7 @@ class DeadLetter:
     replays: int
     history: tuple[AttemptRecord, ...]
 
-    def to_json(self, *, with_body: bool = False) -> dict[str, Any]:
+    def to_json(self, *, with_headers: bool = False) -> dict[str, Any]:
         env = self.envelope
         out: dict[str, Any] = {
             "seq": self.seq,
@@ -66,9 +66,9 @@ class DeadLetter:
             "firstAttemptAt": self.first_attempt_at,
             "deadAt": self.dead_at,
             "replays": self.replays,
-            "history": [vars(item) for item in self.history],
+            "history": [item.to_json() for item in self.history],
         }
-        if with_body:
+        if with_headers:  # request headers may carry credentials: only on request
             out["headers"] = [list(pair) for pair in env.headers]
         return out
 

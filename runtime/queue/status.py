@@ -52,6 +52,15 @@ class AttemptRecord:
     status: int | None = None
     error: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "status": self.status,
+            "error": self.error,
+        }
+
 
 @dataclass(frozen=True)
 class CallStatus:
@@ -88,14 +97,30 @@ class CallStatus:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The management API's shape (also the stored one)."""
-        out = asdict(self)
-        out["state"] = self.state.value
-        out["history"] = [asdict(item) for item in self.history]
-        return out
+        """The management API's shape (camelCase, like the rest of the OpenFaaS API)."""
+        return {
+            "callId": self.call_id,
+            "function": self.function,
+            "namespace": self.namespace,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "lastStatus": self.last_status,
+            "lastError": self.last_error,
+            "enqueuedAt": self.enqueued_at,
+            "updatedAt": self.updated_at,
+            "nextAttemptAt": self.next_attempt_at,
+            "replays": self.replays,
+            "callbackUrl": self.callback_url,
+            "callbackState": self.callback_state,
+            "callbackStatus": self.callback_status,
+            "history": [item.to_json() for item in self.history],
+        }
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+        """The stored form (field names as in the dataclass)."""
+        data = asdict(self)
+        data["state"] = self.state.value
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> CallStatus:

@@ -129,6 +129,9 @@ class FunctionWorker:
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._consumer_lost = False
+        self._recreate_at = 0.0
+        self._pause_until = 0.0
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -211,9 +214,12 @@ class FunctionWorker:
                 self._pulls.clear()
             for key in [k for k, p in self._pulls.items() if p.deadline < now]:
                 del self._pulls[key]
+            if self._consumer_lost and now >= self._recreate_at and self._nc.is_connected:
+                await self._recreate_consumer()
             credit = sum(p.remaining for p in self._pulls.values())
             want = self._concurrency - len(self._running) - credit
-            if want > 0 and self._nc.is_connected:
+            ready = self._nc.is_connected and not self._consumer_lost and now >= self._pause_until
+            if want > 0 and ready:
                 self._pull_seq += 1
                 key = str(self._pull_seq)
                 request = {"batch": want, "expires": int(expires_s * 1e9)}
@@ -239,11 +245,24 @@ class FunctionWorker:
         status = _status_of(msg)
         if status:
             key = msg.subject.rsplit(".", 1)[-1]  # control messages come to the request's inbox
-            if status != "100":  # 100 = idle heartbeat; 404/408/409 end the pull request
-                self._pulls.pop(key, None)
-                if status == "409":
-                    description = (msg.headers or {}).get("Description", "")
-                    log.info("async worker %s pull ended: %s", self.function_name, description)
+            if status == "100":  # idle heartbeat
+                return
+            self._pulls.pop(key, None)  # 404/408/409/503 end the pull request
+            description = str((msg.headers or {}).get("Description", "")).strip()
+            # 503: no consumer answers; 409 "Consumer Deleted": someone removed it.
+            if status == "503" or (status == "409" and "deleted" in description.lower()):
+                if not self._consumer_lost:
+                    log.warning(
+                        "async worker %s lost its consumer (%s %s); recreating it",
+                        self.function_name,
+                        status,
+                        description or "no responders",
+                    )
+                self._consumer_lost = True
+            elif status == "409":
+                # e.g. "Exceeded MaxWaiting": ask again a little later, not in a tight loop
+                self._pause_until = time.monotonic() + 0.5
+                log.info("async worker %s pull ended: %s", self.function_name, description)
             return
         # A delivered message carries its stream subject, not our request's inbox; the server
         # serves pull requests oldest first, so the oldest one is the one it fills.
@@ -255,6 +274,19 @@ class FunctionWorker:
         task = asyncio.create_task(self._handle(msg), name=f"async call {self.function_name}")
         self._running.add(task)
         task.add_done_callback(self._done)
+
+    async def _recreate_consumer(self) -> None:
+        try:
+            await self._js.add_consumer(
+                WORK_STREAM, consumer_config(self.namespace, self.name, self._opts.limits)
+            )
+        except (NatsError, TimeoutError) as exc:
+            self._recreate_at = time.monotonic() + 1.0
+            log.debug("async worker %s cannot recreate its consumer: %s", self.function_name, exc)
+            return
+        self._consumer_lost = False
+        self._pulls.clear()
+        log.info("async worker %s recreated its consumer", self.function_name)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

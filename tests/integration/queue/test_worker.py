@@ -130,6 +130,10 @@ async def test_always_failing_goes_to_dlq_and_replay_succeeds(
     assert letter.last_error == "function answered 500"
     assert letter.first_attempt_at is not None and letter.dead_at >= letter.first_attempt_at
     assert len(letter.history) == 3
+    api = letter.to_json()
+    assert api["callId"] == call_id and api["bodyBytes"] == 7 and api["lastStatus"] == 500
+    assert [h["status"] for h in api["history"]] == [500, 500, 500] and "headers" not in api
+    assert "headers" in letter.to_json(with_headers=True)
     assert await queue.calls.dead_letters(namespace="openfaas-fn", function="other") == []
     await eventually(lambda: _stream_empty(queue), what="original acked")
 
@@ -409,3 +413,19 @@ async def test_kill_9_nats_mid_run_loses_no_accepted_call(queue: Queue) -> None:
         f"accepted={len(accepted)} refused={refused} runs={len(fn.calls)} duplicates={duplicates}"
     )
     assert len(accepted) > 30
+
+
+async def test_worker_recreates_a_deleted_consumer(queue: Queue) -> None:
+    from runtime.queue.streams import consumer_name
+
+    fn = FakeFunction()
+    workers = await queue.workers(fn)
+    await workers.ensure("openfaas-fn", "hello")
+    await asyncio.sleep(0.1)
+    await queue.js.delete_consumer(WORK_STREAM, consumer_name("openfaas-fn", "hello"))
+    sent_before = queue.nc.stats["out_msgs"]
+    call_id = await queue.enqueue()
+    await queue.wait_state(call_id, CallState.SUCCEEDED, timeout_s=5)
+    await asyncio.sleep(1.0)
+    # no busy loop of pull requests while it was gone or after
+    assert queue.nc.stats["out_msgs"] - sent_before < 60

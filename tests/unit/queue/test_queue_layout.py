@@ -130,7 +130,16 @@ def test_status_record_round_trips() -> None:
         history=(AttemptRecord(1, 1.1, 1.2, 503, "x"), AttemptRecord(2, 1.5, 1.6, None, "reset")),
     )
     assert CallStatus.decode(status.encode()) == status
-    assert status.to_json()["state"] == "dead-lettered"
+    api = status.to_json()
+    assert api["state"] == "dead-lettered" and api["callId"] == "c1"
+    assert api["lastStatus"] == 503 and api["callbackUrl"] == "http://x/"
+    assert api["history"][1] == {
+        "attempt": 2,
+        "startedAt": 1.5,
+        "finishedAt": 1.6,
+        "status": None,
+        "error": "reset",
+    }
     assert CallState.DEAD_LETTERED.final and not CallState.QUEUED.final
 
 
