@@ -357,6 +357,8 @@ class FunctionWorker:
                     next_attempt_at=finished_at + decision.delay_s,
                 )
                 await self._save(retry, revision)
+                # Heartbeat off first: a +WPI after the NAK could stretch the retry delay.
+                heartbeat.cancel()
                 await msg.nak(delay=decision.delay_s)
                 if self._metrics is not None:
                     self._metrics.retried_total.labels(self.function_name).inc()
@@ -371,6 +373,8 @@ class FunctionWorker:
                 )
                 return
             await self._finish(msg, env, status, revision, record, decision, result, duration_s)
+            heartbeat.cancel()
+            await msg.ack()
         finally:
             heartbeat.cancel()
 
@@ -453,6 +457,8 @@ class FunctionWorker:
         result: _Attempt,
         duration_s: float,
     ) -> None:
+        """Record the final outcome (dead letter first), then deliver the callback. The caller
+        acks after this returns."""
         now = self._opts.clock()
         state = {
             Outcome.SUCCEEDED: CallState.SUCCEEDED,
@@ -518,7 +524,6 @@ class FunctionWorker:
                 ),
                 revision,
             )
-        await msg.ack()
 
     async def _save(self, status: CallStatus, revision: int) -> int:
         new_revision = await self._store.update(status, revision)

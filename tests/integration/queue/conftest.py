@@ -236,7 +236,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     async def handle(request: web.Request) -> web.Response:
         received.append((dict(request.headers), await request.read(), time.monotonic()))
-        return web.Response(status=answers.pop(0) if answers else 200)
+        status = answers.pop(0) if answers else 200
+        location = {"Location": "/redirect"} if status == 302 else None
+        return web.Response(status=status, headers=location)
 
     app = web.Application()
     app.router.add_post("/cb", handle)

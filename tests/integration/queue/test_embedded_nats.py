@@ -144,3 +144,30 @@ async def test_wait_ready_after_restart(nats_server: EmbeddedNats) -> None:
     await asyncio.sleep(0.01)
     await nats_server.wait_ready(10)
     assert (await read_info("127.0.0.1", nats_server.port)).jetstream
+
+
+async def test_server_dies_with_a_killed_daemon(nats_binary: Path, tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG: a daemon killed with -9 does not leave nats-server running."""
+    import sys
+
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from runtime.queue.nats_server import EmbeddedNats\n"
+        "async def main():\n"
+        f"    server = EmbeddedNats(Path({str(tmp_path)!r}), binary=Path({str(nats_binary)!r}))\n"
+        "    await server.start()\n"
+        "    print(server.pid, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    daemon = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE, cwd=Path.cwd()
+    )
+    assert daemon.stdout is not None
+    line = await asyncio.wait_for(daemon.stdout.readline(), 15)
+    child = int(line)
+    assert _alive(child)
+    daemon.kill()
+    await daemon.wait()
+    await eventually(lambda: not _alive(child), timeout_s=10, what="nats-server gone")
