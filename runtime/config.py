@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import InvalidSpec
+from watchdog.durations import parse_duration
 
 DEFAULT_BASE_IMAGE = "python:3.12-slim-bookworm"
 OFFLINE_BASE_IMAGE = "localfaas/python-base:bookworm"
@@ -53,14 +54,8 @@ def _positive_int(name: str, raw: str) -> int:
 
 
 def _seconds(name: str, raw: str) -> float:
-    text = raw.strip().lower()
-    scale = 1.0
-    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if text.endswith(suffix):
-            text, scale = text[: -len(suffix)], factor
-            break
     try:
-        value = float(text) * scale
+        value = parse_duration(raw)
     except ValueError:
         value = -1.0
     if value <= 0:

@@ -24,6 +24,7 @@ import yaml
 
 from runtime.build.builder import KNOWN_LANGS, FunctionBuild
 from runtime.errors import InvalidSpec
+from runtime.models import Resources
 from runtime.names import check_name
 
 _FUNCTION_FIELDS = frozenset(
@@ -63,22 +64,6 @@ class Provider:
 
 
 @dataclass(frozen=True)
-class ResourceSpec:
-    """`limits` / `requests` as written (`128Mi`, `100m`): reported back exactly as deployed."""
-
-    memory: str | None = None
-    cpu: str | None = None
-
-    def to_json(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        if self.memory is not None:
-            out["memory"] = self.memory
-        if self.cpu is not None:
-            out["cpu"] = self.cpu
-        return out
-
-
-@dataclass(frozen=True)
 class StackFunction:
     name: str
     image: str
@@ -91,8 +76,8 @@ class StackFunction:
     secrets: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
-    limits: ResourceSpec | None = None
-    requests: ResourceSpec | None = None
+    limits: Resources | None = None
+    requests: Resources | None = None
     readonly_root_filesystem: bool = False
     build_args: Mapping[str, str] = field(default_factory=dict)
     constraints: tuple[str, ...] = ()
@@ -413,7 +398,7 @@ def _str_list(raw: object, where: str, name: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _resources(raw: object, where: str, name: str, warnings: list[str]) -> ResourceSpec | None:
+def _resources(raw: object, where: str, name: str, warnings: list[str]) -> Resources | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -438,7 +423,7 @@ def _resources(raw: object, where: str, name: str, warnings: list[str]) -> Resou
         values[key] = value
     if values["memory"] is None and values["cpu"] is None:
         return None
-    return ResourceSpec(memory=values["memory"], cpu=values["cpu"])
+    return Resources(memory=values["memory"], cpu=values["cpu"])
 
 
 def _kind(value: object) -> str:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from runtime.errors import InvalidSpec
+from watchdog.durations import parse_duration
 
 ATTEMPTS = "com.openfaas.retry.attempts"
 CODES = "com.openfaas.retry.codes"
@@ -29,38 +29,12 @@ DEFAULT_CODES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 1000
 MAX_WAIT_S = 24 * 3600.0
 
-_UNIT_S = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_PLAIN = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-
 
 def parse_duration_s(text: str) -> float:
-    """Plain seconds (``10``, ``1.5``) or a Go duration (``500ms``, ``1m30s``) → seconds.
-
-    Raises ValueError. Kept here (not imported from the watchdog package) so the daemon does not
-    depend on the in-container shim."""
-    value = text.strip()
-    if _PLAIN.fullmatch(value):
-        return float(value)
-    if not value:
-        raise ValueError("empty duration")
-    total_s, pos = 0.0, 0
-    while pos < len(value):
-        part = _PART.match(value, pos)
-        if part is None:
-            raise ValueError(f"invalid duration {text!r}")
-        total_s += float(part[1]) * _UNIT_S[part[2]]
-        pos = part.end()
-    return total_s
+    """Plain seconds (``10``, ``1.5``) or a Go duration (``500ms``, ``1m30s``) → seconds;
+    ValueError otherwise. One parser for the daemon and the watchdog, so an annotation means
+    the same on both sides."""
+    return parse_duration(text)
 
 
 def parse_codes(text: str) -> frozenset[int]:

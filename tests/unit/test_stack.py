@@ -10,7 +10,7 @@ from runtime.errors import InvalidSpec
 from runtime.models import FunctionSpec
 from runtime.stack import (
     Provider,
-    ResourceSpec,
+    Resources,
     Stack,
     load_stack,
     parse_stack,
@@ -98,8 +98,8 @@ def test_full_stack(full_stack: Path, tmp_path: Path) -> None:
     assert hello.secrets == ("api-key",)
     assert hello.labels == {"com.openfaas.scale.min": "2", "canary": "true"}
     assert hello.annotations["schedule"] == "*/5 * * * *"
-    assert hello.limits == ResourceSpec(memory="128Mi", cpu="500m")
-    assert hello.requests == ResourceSpec(memory="64Mi")
+    assert hello.limits == Resources(memory="128Mi", cpu="500m")
+    assert hello.requests == Resources(memory="64Mi")
     assert hello.readonly_root_filesystem is True
     assert hello.build_args == {"PIP_INDEX": "https://example.invalid/simple"}
     assert hello.constraints == ("node.platform.os == linux",)
