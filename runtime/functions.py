@@ -246,8 +246,11 @@ class FunctionManager:
                 log.exception("supervisor of %s failed; retrying", fn.qualified_name)
                 timeout_s = backoff_s
                 backoff_s = min(backoff_s * 2, 30.0)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races with
+            # the event being set (a replica dying as the daemon stops), and close() then hangs.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(fn.wake.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await fn.wake.wait()
             fn.wake.clear()
 
     async def _adopt(self, fn: FunctionRuntime) -> None:
