@@ -18,6 +18,7 @@ from runtime.config import Settings
 from runtime.credentials import ensure_credentials, instance_id
 from runtime.functions import FunctionManager
 from runtime.gateway.app import build_app
+from runtime.gateway.front import FrontSite, FunctionFront
 from runtime.gateway.middleware import BasicAuth
 from runtime.gateway.state import Services
 from runtime.invoker import Invoker
@@ -25,6 +26,7 @@ from runtime.metrics import GatewayMetrics
 from runtime.provider.docker import DockerProvider
 from runtime.secrets import SecretFiles
 from runtime.store import Store
+from runtime.upstream import UpstreamClient
 
 log = logging.getLogger("localfaas.daemon")
 SHUTDOWN_DRAIN_S = 10.0
@@ -35,6 +37,7 @@ class Daemon:
         self.settings = settings
         self._stack = AsyncExitStack()
         self._runner: web.AppRunner | None = None
+        self._front: FunctionFront | None = None
         self._functions: FunctionManager | None = None
 
     async def start(self) -> None:
@@ -59,10 +62,12 @@ class Daemon:
             auto_decompress=False,
         )
         self._stack.push_async_callback(session.close)
+        upstream = UpstreamClient()
+        self._stack.push_async_callback(upstream.close)
         functions = FunctionManager(provider, store, secrets, session)
         self._functions = functions
         metrics = GatewayMetrics()
-        invoker = Invoker(functions, session, metrics)
+        invoker = Invoker(functions, upstream, metrics)
         services = Services(
             settings, store, secrets, provider, functions, invoker, metrics, session
         )
@@ -77,8 +82,9 @@ class Daemon:
         app = build_app(services, BasicAuth(credentials.user, credentials.password))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, settings.host, settings.port, reuse_address=True)
-        await site.start()
+        assert self._runner.server is not None
+        self._front = FunctionFront(services, self._runner.server)
+        await FrontSite(self._runner, self._front, settings.host, settings.port).start()
         await self._listen_on_bridge(provider)
         log.info(
             "localfaas gateway listening on http://%s:%s state=%s",
@@ -91,7 +97,11 @@ class Daemon:
         """Functions call the gateway as http://gateway:<port> (Docker's host-gateway, the
         bridge address). A loopback-only gateway would be out of their reach, so it also
         listens there; the bridge address is reachable only from this host's containers."""
-        if self.settings.host not in ("127.0.0.1", "localhost", "::1") or self._runner is None:
+        if (
+            self.settings.host not in ("127.0.0.1", "localhost", "::1")
+            or self._runner is None
+            or self._front is None
+        ):
             return
         try:
             address = await provider.bridge_gateway_ip()
@@ -101,7 +111,7 @@ class Daemon:
         if address is None:
             return
         try:
-            await web.TCPSite(self._runner, address, self.settings.port, reuse_address=True).start()
+            await FrontSite(self._runner, self._front, address, self.settings.port).start()
         except OSError as exc:
             log.warning("cannot listen on %s:%s for function chaining: %s", address, self.settings.port, exc)
             return
@@ -114,11 +124,16 @@ class Daemon:
         2. let in-flight requests finish, up to SHUTDOWN_DRAIN_S;
         3. stop supervisors and event watchers (function containers keep running, to be adopted
            on the next start) — unless --stop-functions, which removes every replica;
-        4. close the HTTP session, the Docker client and the store.
+        4. close the HTTP clients (replica connections, probes), the Docker client and the store.
         """
         log.info("shutting down")
         if self._runner is not None:
-            await self._runner.cleanup()  # steps 1 and 2
+            for site in list(self._runner.sites):
+                await site.stop()  # step 1
+            drains = [self._runner.cleanup()]  # step 2, for connections aiohttp serves
+            if self._front is not None:
+                drains.append(self._front.shutdown(SHUTDOWN_DRAIN_S))  # and the front's
+            await asyncio.gather(*drains)
         if self.settings.stop_functions and self._functions is not None:
             await self._functions.close()
             await self._functions.remove_all_replicas()

@@ -46,23 +46,33 @@ class ReplicaHandle:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.replica.host_port}"
 
+    def acquire(self) -> None:
+        """Count one request in flight on this replica; every acquire needs one release."""
+        self.in_flight += 1
+        self.served += 1
+        if self.in_flight == 1:
+            self.idle.clear()
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
     @contextmanager
     def lease(self) -> Iterator[ReplicaHandle]:
         """Counts one request in flight on this replica for the duration of the block."""
-        self.in_flight += 1
-        self.served += 1
-        self.idle.clear()
+        self.acquire()
         try:
             yield self
         finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self.idle.set()
+            self.release()
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until nothing is in flight; False if the deadline passed first."""
+        # asyncio.timeout, not wait_for, which on 3.11 can swallow a racing cancel.
         try:
-            await asyncio.wait_for(self.idle.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.idle.wait()
         except TimeoutError:
             return False
         return True
@@ -135,7 +145,8 @@ class ReplicaPool:
                 if remaining <= 0:
                     return None
                 try:
-                    await asyncio.wait_for(self._ready_changed.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._ready_changed.wait()
                 except TimeoutError:
                     return None
             return handle

@@ -1,103 +1,244 @@
-"""`/function/{name}[.{namespace}][/{path}]`: stream a request to a replica and its answer back."""
+"""`/function/{name}[.{namespace}][/{path}]`: stream a request to a replica and its answer back.
+
+Two ways in share the rules here: the gateway's front (front.py) serves plain requests itself,
+and this module's aiohttp route serves the rest (chunked or large uploads, `Expect`, HTTP/1.0,
+anything unusual) on connections the front handed over.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import MultiMapping
 
-from runtime.errors import PayloadTooLarge, UpstreamFailed
-from runtime.gateway.state import SERVICES
-from runtime.invoker import Invocation, new_call_id, strip_hop_by_hop
+from runtime.errors import PayloadTooLarge, UpstreamFailed, UpstreamTimeout
+from runtime.gateway.state import SERVICES, Services
+from runtime.invoker import Body, Invocation, new_call_id
 from runtime.names import split_qualified
+from runtime.upstream import HOP_BY_HOP, UpstreamResponse
 
 routes = web.RouteTableDef()
-CHUNK_BYTES = 64 * 1024
+PREFIX = "/function/"
+# Request bodies up to this size are read whole and go out with the request head in one write;
+# responses up to this size go out with their head in one write. Larger ones stream.
+INLINE_BYTES = 64 * 1024
+
+# Set by the gateway itself; the caller's copies are replaced, not passed on.
+_REQUEST_DROP = HOP_BY_HOP | {"host", "x-forwarded-for", "x-forwarded-host", "x-start-time"}
+_RESPONSE_DROP = HOP_BY_HOP | {"x-call-id", "x-start-time"}
+# `name[.namespace]` → (name, namespace) for targets that passed validation: the same few
+# names come in on every request. Bounded: cleared when full.
+_TARGETS: dict[str, tuple[str, str]] = {}
+_TARGETS_MAX = 4096
 
 
-class LimitedBody:
-    """Passes a request body through while counting it; over the limit the upload is abandoned.
-
-    aiohttp's client wraps an error raised by a body generator into a connection error, so the
-    overflow is also remembered here for the handler to answer 413, not 502.
-    """
-
-    def __init__(self, stream: aiohttp.StreamReader, limit: int) -> None:
-        self._stream = stream
-        self._limit = limit
-        self.exceeded = False
-
-    def error(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"request body is larger than the limit of {self._limit} bytes")
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self._stream.iter_chunked(CHUNK_BYTES):
-            seen += len(chunk)
-            if seen > self._limit:
-                self.exceeded = True
-                raise self.error()
-            yield chunk
+def connection_named(headers: MultiMapping[str]) -> frozenset[str]:
+    """Header names listed in Connection: hop-by-hop for this message only (RFC 9110 §7.6.1)."""
+    return frozenset(
+        token.strip().lower()
+        for value in headers.getall("Connection", ())
+        for token in value.split(",")
+    )
 
 
-def upstream_headers(request: web.Request, call_id: str) -> CIMultiDict[str]:
-    headers = strip_hop_by_hop(request.headers)
-    headers.pop("Host", None)
-    peer = request.remote or ""
-    prior = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    headers["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host") or request.host
-    headers["X-Call-Id"] = call_id
-    headers["X-Start-Time"] = str(time.time_ns())
-    return headers
+def forwarded_pairs(headers: MultiMapping[str], drop: frozenset[str]) -> list[tuple[str, str]]:
+    """``headers`` without hop-by-hop ones (including those named in Connection) or ``drop``."""
+    if "Connection" in headers:
+        drop = drop | connection_named(headers)
+    return [(name, value) for name, value in headers.items() if name.lower() not in drop]
+
+
+def request_headers(
+    headers: MultiMapping[str], peer: str, host: str, start_ns: str
+) -> list[tuple[str, str]]:
+    """What the function gets: the caller's end-to-end headers plus the gateway's own."""
+    pairs = forwarded_pairs(headers, _REQUEST_DROP)
+    prior = headers.get("X-Forwarded-For")
+    pairs.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+    pairs.append(("X-Forwarded-Host", headers.get("X-Forwarded-Host") or host))
+    pairs.append(("X-Start-Time", start_ns))
+    return pairs
+
+
+def response_headers(
+    upstream: UpstreamResponse, call_id: str, start_ns: str
+) -> list[tuple[str, str]]:
+    drop = _RESPONSE_DROP
+    if upstream.content_length is None:
+        # A chunked or read-to-close body goes out chunked: a stray length would contradict it.
+        drop = drop | {"content-length"}
+    pairs = forwarded_pairs(upstream.headers, drop)
+    pairs.append(("X-Call-Id", call_id))
+    pairs.append(("X-Start-Time", start_ns))
+    return pairs
+
+
+def split_target(raw: str) -> tuple[str, str, str]:
+    """`/function/{target}[/tail][?query]` → (target, "/tail", query), path and query still
+    percent-encoded as the caller sent them, so `a%2Fb` stays one segment on its way."""
+    path, _, query = raw.partition("?")
+    target, _, tail = path[len(PREFIX) :].partition("/")
+    if "%" in target:
+        target = unquote(target)
+    tail = "/" + tail
+    if "/." in tail or "%2e" in tail or "%2E" in tail:
+        tail = remove_dot_segments(tail)
+    return target, tail, query
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 for an absolute path: `/a/./b/../c` → `/a/c`, as yarl did when the
+    upstream URL was built from the path (so `..` never climbs above the function's root)."""
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if "%" in segment and len(segment) <= 6:  # `%2e` is a dot too (RFC 3986 §2.3)
+            decoded = segment.replace("%2e", ".").replace("%2E", ".")
+            if decoded in (".", ".."):
+                segment = decoded
+        if segment == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif segment == ".":
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+def function_of(target: str) -> tuple[str, str]:
+    """(name, namespace) of a checked `name[.namespace]`; InvalidSpec (400) otherwise."""
+    found = _TARGETS.get(target)
+    if found is None:
+        found = split_qualified(target)
+        if len(_TARGETS) >= _TARGETS_MAX:
+            _TARGETS.clear()
+        _TARGETS[target] = found
+    return found
+
+
+def invocation(
+    services: Services,
+    method: str,
+    raw_target: str,
+    headers: MultiMapping[str],
+    *,
+    peer: str,
+    host: str,
+    body: Body,
+    body_length: int | None,
+) -> tuple[Invocation, str]:
+    """The Invocation for a `/function/` request, and its X-Start-Time (unix ns)."""
+    target, path, query = split_target(raw_target)
+    name, namespace = function_of(target)
+    start_ns = str(time.time_ns())
+    inv = Invocation(
+        name=name,
+        namespace=namespace,
+        method=method,
+        path=path,
+        query_string=query,
+        headers=request_headers(headers, peer, host, start_ns),
+        body=body,
+        body_length=body_length,
+        call_id=headers.get("X-Call-Id") or new_call_id(),
+        timeout_s=services.settings.invoke_timeout_s,
+    )
+    return inv, start_ns
+
+
+def inline_size(upstream: UpstreamResponse) -> bool:
+    """Whether the answer goes out in one write: small and of known length (or all in)."""
+    size = upstream.content_length
+    return size is not None and (size <= INLINE_BYTES or upstream.content.complete)
+
+
+async def read_inline(upstream: UpstreamResponse, function: str) -> bytes:
+    """The whole (small) body; nothing is sent yet, so a broken body still gets a 502/504."""
+    try:
+        return await upstream.read()
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"function {function} did not finish its answer") from exc
+    except OSError as exc:
+        raise UpstreamFailed(f"function {function} broke off its answer: {exc}") from exc
+
+
+async def limited(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+    """Pass a request body through while counting it; over the limit the upload is abandoned
+    (the replica never sees a complete request) and the caller gets 413."""
+    seen = 0
+    async for chunk in stream.iter_any():
+        seen += len(chunk)
+        if seen > limit:
+            raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+        yield chunk
 
 
 @routes.route("*", "/function/{target}")
 @routes.route("*", "/function/{target}/{tail:.*}")
 async def invoke(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    name, namespace = split_qualified(request.match_info["target"])
     limit = services.settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
-    call_id = request.headers.get("X-Call-Id") or new_call_id()
-    headers = upstream_headers(request, call_id)
-    body = LimitedBody(request.content, limit) if request.body_exists else None
-    tail = request.match_info.get("tail")
-    inv = Invocation(
-        name=name,
-        namespace=namespace,
-        method=request.method,
-        path="/" + tail if tail else "/",
-        query_string=request.query_string,
-        headers=headers,
-        body=body.__aiter__() if body is not None else None,
-        call_id=call_id,
-        timeout_s=services.settings.invoke_timeout_s,
+    body: Body = None
+    if request.body_exists:
+        if length is not None and length <= INLINE_BYTES:
+            body = await request.read()
+        else:
+            body = limited(request.content, limit)
+    raw = request.raw_path
+    if not raw.startswith(PREFIX):  # absolute-form request target (`GET http://host/...`)
+        url = request.rel_url
+        raw = url.raw_path + ("?" + url.raw_query_string if url.raw_query_string else "")
+    inv, start_ns = invocation(
+        services,
+        request.method,
+        raw,
+        request.headers,
+        peer=request.remote or "",
+        host=request.host,
+        body=body,
+        body_length=length,
     )
-    try:
-        async with services.invoker.call(inv) as upstream:
-            out_headers = strip_hop_by_hop(upstream.headers)
-            out_headers["X-Call-Id"] = call_id
-            out_headers["X-Start-Time"] = headers["X-Start-Time"]
-            response = web.StreamResponse(
-                status=upstream.status, reason=upstream.reason, headers=out_headers
+    async with services.invoker.call(inv) as upstream:
+        out_headers = response_headers(upstream, inv.call_id, start_ns)
+        if inline_size(upstream):
+            data = await read_inline(upstream, inv.function_name)
+            response = web.Response(
+                status=upstream.status, reason=upstream.reason, headers=out_headers, body=data
             )
-            if upstream.content_length is None:
-                # Chunked from the function (SSE, NDJSON): pass each piece on as it arrives.
-                response.enable_chunked_encoding()
+            # Sent inside the block: the replica stays leased until the caller has it all.
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
             await response.write_eof()
             return response
-    except UpstreamFailed:
-        if body is not None and body.exceeded:
-            raise body.error() from None
-        raise
-    except aiohttp.ClientPayloadError as exc:
-        # The body was cut off mid-stream; the status is gone already, so just end the stream.
-        raise ConnectionResetError(f"upstream body broken: {exc}") from exc
+        stream = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=out_headers
+        )
+        if upstream.content_length is None:
+            # Chunked from the function (SSE, NDJSON): pass each piece on as it arrives.
+            stream.enable_chunked_encoding()
+        await stream.prepare(request)
+        content = upstream.content
+        while True:
+            try:
+                chunk = await content.readany()
+            except OSError as exc:
+                # The status is gone already: all that is left is to cut the caller off.
+                raise ConnectionResetError(
+                    f"function {inv.function_name} broke off its answer: {exc}"
+                ) from exc
+            if not chunk:
+                break
+            await stream.write(chunk)
+        await stream.write_eof()
+        return stream

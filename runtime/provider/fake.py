@@ -1,8 +1,9 @@
 """FakeProvider: the Provider in memory, for fast component tests of the gateway and loops.
 
 Each replica is a real aiohttp server on 127.0.0.1:<ephemeral> that behaves like our watchdog
-(`/_/ready` and `/_/health` answer 200; any other path echoes the request as JSON with the
-replica's container name in `X-Replica`), so the proxy path is tested for real without Docker.
+(`/_/ready` and `/_/health` answer 200; `/_fake/...` paths stream, sleep or answer a chosen
+status, see `_fake_path`; any other path echoes the request as JSON with the replica's container
+name in `X-Replica`), so the proxy path is tested for real without Docker.
 
 Behaviour chosen to match Docker where it matters:
 - A paused replica *hangs*: with the cgroup freezer the kernel still accepts the connection but
@@ -29,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from runtime.errors import BackendUnavailable, Conflict, InvalidSpec
 from runtime.models import FunctionSpec, Replica
@@ -137,6 +139,37 @@ class FakeEngine:
                 container.state = "exited"
 
 
+async def _fake_path(request: web.Request, container: FakeContainer) -> web.StreamResponse:
+    """Test paths under `/_fake/` (behaviours a proxy must pass through unchanged):
+
+    - `stream?n=3&delay_ms=100`: chunked body, a line `chunk <i>` every delay;
+    - `sleep?ms=500`: answer 200 after that long;
+    - `status?code=302&h=Name:value&...`: that status and those response headers, body `status`.
+    """
+    query = request.query
+    action = request.path.removeprefix("/_fake/")
+    if action == "stream":
+        response = web.StreamResponse(headers={"X-Replica": container.name})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for i in range(int(query.get("n", "3"))):
+            if i:
+                await asyncio.sleep(int(query.get("delay_ms", "100")) / 1000)
+            await response.write(f"chunk {i}\n".encode())
+        await response.write_eof()
+        return response
+    if action == "sleep":
+        await asyncio.sleep(int(query.get("ms", "1000")) / 1000)
+        return web.Response(text="slept", headers={"X-Replica": container.name})
+    if action == "status":
+        headers: CIMultiDict[str] = CIMultiDict()
+        for field in query.getall("h", []):
+            name, _, value = field.partition(":")
+            headers.add(name, value)
+        return web.Response(status=int(query.get("code", "200")), text="status", headers=headers)
+    return web.Response(status=404, text=f"no fake path {action!r}")
+
+
 def _make_app(container: FakeContainer) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         # Paused: hold the request until unpause, like a frozen process behind an open socket.
@@ -144,10 +177,13 @@ def _make_app(container: FakeContainer) -> web.Application:
         container.requests_seen += 1
         if request.path in ("/_/ready", "/_/health"):
             return web.Response(text="OK", headers={"X-Replica": container.name})
+        if request.path.startswith("/_fake/"):
+            return await _fake_path(request, container)
         body = await request.read()
         echo = {
             "method": request.method,
             "path": request.path,
+            "raw_path": request.raw_path,
             "query": request.query_string,
             "body": body.decode("utf-8", "replace"),
             "headers": dict(request.headers),

@@ -1,4 +1,9 @@
-"""A real gateway app around the FakeProvider: real HTTP, real SQLite, fake containers."""
+"""A real gateway app around the FakeProvider: real HTTP, real SQLite, fake containers.
+
+By default the gateway listens as the daemon does, through its front (`/function/` requests
+served on the front's protocol, the rest handed to aiohttp); ``front=False`` listens with plain
+aiohttp, so the routed proxy handler gets every request.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
 
 from runtime.config import Settings
 from runtime.functions import FunctionManager
 from runtime.gateway.app import build_app
+from runtime.gateway.front import FrontSite, FunctionFront
 from runtime.gateway.middleware import BasicAuth
 from runtime.gateway.state import Services
 from runtime.invoker import Invoker
@@ -22,6 +28,7 @@ from runtime.metrics import GatewayMetrics
 from runtime.provider.fake import FakeProvider
 from runtime.secrets import SecretFiles
 from runtime.store import Store
+from runtime.upstream import UpstreamClient
 
 PASSWORD = "test-password"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()}
@@ -29,10 +36,14 @@ AUTH = {"Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode(
 
 @dataclass
 class Gateway:
-    client: TestClient
+    client: aiohttp.ClientSession  # with the gateway as base URL: client.get("/healthz")
     provider: FakeProvider
     functions: FunctionManager
     store: Store
+    metrics: GatewayMetrics
+    upstream: UpstreamClient
+    url: str
+    front: FunctionFront | None  # None when served by plain aiohttp
 
     async def deploy(self, name: str = "hello", **extra: object) -> aiohttp.ClientResponse:
         body = {"service": name, "image": "fake/hello:1", **extra}
@@ -72,6 +83,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         max_body_bytes: int = 1024 * 1024,
         invoke_timeout_s: float = 5.0,
         provider: FakeProvider | None = None,
+        front: bool = True,
     ) -> Gateway:
         settings = Settings(
             state_dir=tmp_path / "state",
@@ -87,24 +99,41 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             provider, store, secrets, session, ready_timeout_s=5.0, drain_timeout_s=2.0
         )
         metrics = GatewayMetrics()
-        invoker = Invoker(functions, session, metrics, ready_wait_s=2.0)
+        upstream = UpstreamClient()
+        invoker = Invoker(functions, upstream, metrics, ready_wait_s=2.0)
         services = Services(
             settings, store, secrets, provider, functions, invoker, metrics, session
         )
         await functions.start()
         app = build_app(services, BasicAuth("admin", PASSWORD))
-        client = TestClient(TestServer(app))
-        await client.start_server()
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        gateway_front: FunctionFront | None = None
+        if front:
+            assert runner.server is not None
+            gateway_front = FunctionFront(services, runner.server)
+            await FrontSite(runner, gateway_front, "127.0.0.1", 0).start()
+        else:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://{host}:{port}"
+        client = aiohttp.ClientSession(base_url=url)
 
         async def cleanup() -> None:
             await client.close()
+            for site in list(runner.sites):
+                await site.stop()
+            if gateway_front is not None:
+                await gateway_front.shutdown(1.0)
+            await runner.cleanup()
             await functions.close()
+            await upstream.close()
             await session.close()
             await provider.engine.close()
             store.close()
 
         cleanups.append(cleanup)
-        return Gateway(client, provider, functions, store)
+        return Gateway(client, provider, functions, store, metrics, upstream, url, gateway_front)
 
     yield factory
     for cleanup in reversed(cleanups):
