@@ -339,7 +339,7 @@ async def _proxy(
         services,
         request.method,
         request.target,
-        request.headers,
+        request.caller,
         peer=conn.peer,
         host=request.host,
         body=body,

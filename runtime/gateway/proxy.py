@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 import aiohttp
@@ -28,7 +29,7 @@ PREFIX = "/function/"
 INLINE_BYTES = 64 * 1024
 
 # Set by the gateway itself; the caller's copies are replaced, not passed on.
-_REQUEST_DROP = HOP_BY_HOP | {"host", "x-forwarded-for", "x-forwarded-host", "x-start-time"}
+REQUEST_DROP = HOP_BY_HOP | {"host", "x-forwarded-for", "x-forwarded-host", "x-start-time"}
 _RESPONSE_DROP = HOP_BY_HOP | {"x-call-id", "x-start-time"}
 # `name[.namespace]` → (name, namespace) for targets that passed validation: the same few
 # names come in on every request. Bounded: cleared when full.
@@ -52,16 +53,23 @@ def forwarded_pairs(headers: MultiMapping[str], drop: frozenset[str]) -> list[tu
     return [(name, value) for name, value in headers.items() if name.lower() not in drop]
 
 
-def request_headers(
-    headers: MultiMapping[str], peer: str, host: str, start_ns: str
-) -> list[tuple[str, str]]:
-    """What the function gets: the caller's end-to-end headers plus the gateway's own."""
-    pairs = forwarded_pairs(headers, _REQUEST_DROP)
-    prior = headers.get("X-Forwarded-For")
-    pairs.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
-    pairs.append(("X-Forwarded-Host", headers.get("X-Forwarded-Host") or host))
-    pairs.append(("X-Start-Time", start_ns))
-    return pairs
+@dataclass(frozen=True, slots=True)
+class CallerHeaders:
+    """What the proxy takes from a caller's headers."""
+
+    forward: list[tuple[str, str]]  # end-to-end ones (no hop-by-hop, none the gateway sets)
+    call_id: str | None
+    forwarded_for: str | None
+    forwarded_host: str | None
+
+    @classmethod
+    def of(cls, headers: MultiMapping[str]) -> CallerHeaders:
+        return cls(
+            forwarded_pairs(headers, REQUEST_DROP),
+            headers.get("X-Call-Id"),
+            headers.get("X-Forwarded-For"),
+            headers.get("X-Forwarded-Host"),
+        )
 
 
 def response_headers(
@@ -129,27 +137,33 @@ def invocation(
     services: Services,
     method: str,
     raw_target: str,
-    headers: MultiMapping[str],
+    caller: CallerHeaders,
     *,
     peer: str,
     host: str,
     body: Body,
     body_length: int | None,
 ) -> tuple[Invocation, str]:
-    """The Invocation for a `/function/` request, and its X-Start-Time (unix ns)."""
+    """The Invocation for a `/function/` request, and its X-Start-Time (unix ns). The
+    function gets the caller's end-to-end headers plus the gateway's own."""
     target, path, query = split_target(raw_target)
     name, namespace = function_of(target)
     start_ns = str(time.time_ns())
+    headers = caller.forward
+    prior = caller.forwarded_for
+    headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+    headers.append(("X-Forwarded-Host", caller.forwarded_host or host))
+    headers.append(("X-Start-Time", start_ns))
     inv = Invocation(
         name=name,
         namespace=namespace,
         method=method,
         path=path,
         query_string=query,
-        headers=request_headers(headers, peer, host, start_ns),
+        headers=headers,
         body=body,
         body_length=body_length,
-        call_id=headers.get("X-Call-Id") or new_call_id(),
+        call_id=caller.call_id or new_call_id(),
         timeout_s=services.settings.invoke_timeout_s,
     )
     return inv, start_ns
@@ -204,7 +218,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         services,
         request.method,
         raw,
-        request.headers,
+        CallerHeaders.of(request.headers),
         peer=request.remote or "",
         host=request.host,
         body=body,

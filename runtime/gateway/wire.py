@@ -14,9 +14,7 @@ import time
 from dataclasses import dataclass
 from email.utils import formatdate
 
-from multidict import CIMultiDict
-
-from runtime.gateway.proxy import PREFIX
+from runtime.gateway.proxy import PREFIX, REQUEST_DROP, CallerHeaders
 
 MAX_HEAD_BYTES = 16 * 1024  # longer heads go to aiohttp, which has its own limits and errors
 
@@ -25,21 +23,21 @@ _HEAD = re.compile(
     rb"([A-Z]{1,16}) (" + PREFIX.encode() + rb"[\x21-\x7e]*) HTTP/1\.1"
     rb"((?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*)"
 )
-# Fields that decide how the request is read or the connection handled: only the plain forms
-# of these are served by the front.
-_FRAMING = frozenset({"host", "content-length", "connection", "transfer-encoding", "expect"})
+# Fields that decide how the request is read or the connection handled (only their plain forms
+# are served by the front), and those the proxy reads.
 _NOT_HERE = frozenset({"transfer-encoding", "expect", "upgrade", "http2-settings"})
+_SPECIAL = _NOT_HERE | {"host", "content-length", "connection", "x-call-id"}
+_USUAL_TOKENS = frozenset({"close", "keep-alive"})  # Connection values naming no other field
 
 
 @dataclass(slots=True)
 class FunctionRequest:
     method: str
     target: str  # origin-form, as sent
-    headers: CIMultiDict[str]
+    caller: CallerHeaders
     host: str
     content_length: int  # 0 when absent
     close: bool  # the caller asked to close after the response
-    connection_named: frozenset[str]  # lower-case names listed in Connection
 
 
 def parse_function_request(head: bytes) -> FunctionRequest | None:
@@ -55,17 +53,19 @@ def parse_function_request(head: bytes) -> FunctionRequest | None:
     segment = target[len(PREFIX) :].partition("/")[0].partition("?")[0]
     if not segment or "%" in segment:
         return None  # the router's answer (404) or its decoding rules apply
-    pairs: list[tuple[str, str]] = []
+    # One pass: the framing fields checked, the caller's end-to-end fields kept (with the
+    # lower-case names, to drop those listed in Connection at the end).
+    forward: list[tuple[str, str, str]] = []
     host: str | None = None
     length: int | None = None
     tokens: set[str] = set()
+    call_id = forwarded_for = forwarded_host = None
     if fields:
-        for line in fields[2:].split(b"\r\n"):
-            name_b, _, value_b = line.partition(b":")
-            name = name_b.decode("ascii")
-            value = value_b.decode("utf-8", "surrogateescape").strip(" \t")
+        for line in fields[2:].decode("utf-8", "surrogateescape").split("\r\n"):
+            name, _, value = line.partition(":")
+            value = value.strip(" \t")
             lowered = name.lower()
-            if lowered in _FRAMING or lowered in _NOT_HERE:
+            if lowered in REQUEST_DROP or lowered in _SPECIAL:
                 if lowered in _NOT_HERE:
                     return None
                 if lowered == "host":
@@ -78,19 +78,34 @@ def parse_function_request(head: bytes) -> FunctionRequest | None:
                     if len(value) > 15:
                         return None
                     length = int(value)
-                else:  # connection
+                elif lowered == "connection":
                     tokens.update(t.strip().lower() for t in value.split(","))
-            pairs.append((name, value))
+                elif lowered == "x-call-id":
+                    if call_id is None:
+                        call_id = value
+                    forward.append((name, value, lowered))
+                elif lowered == "x-forwarded-for":
+                    if forwarded_for is None:
+                        forwarded_for = value
+                elif lowered == "x-forwarded-host":
+                    if forwarded_host is None:
+                        forwarded_host = value
+                # other hop-by-hop fields and X-Start-Time: not passed on
+                continue
+            forward.append((name, value, lowered))
     if not host:
         return None
+    if tokens - _USUAL_TOKENS:
+        pairs = [(n, v) for n, v, lowered in forward if lowered not in tokens]
+    else:
+        pairs = [(n, v) for n, v, _ in forward]
     return FunctionRequest(
         method=method_b.decode("ascii"),
         target=target,
-        headers=CIMultiDict(pairs),
+        caller=CallerHeaders(pairs, call_id or None, forwarded_for, forwarded_host),
         host=host,
         content_length=length or 0,
         close="close" in tokens,
-        connection_named=frozenset(tokens),
     )
 
 

@@ -204,7 +204,9 @@ def test_front_takes_only_plain_function_requests(raw: bytes, served: bool) -> N
 def test_front_request_fields() -> None:
     request = parse_function_request(
         b"POST /function/a/b?c=d HTTP/1.1\r\nHost: gw:8080\r\nContent-Length: 12\r\n"
-        b"Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Val:  spaced  "
+        b"Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Val:  spaced  \r\n"
+        b"X-Call-Id: abc\r\nx-forwarded-for: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\n"
+        b"X-Forwarded-Host: outside\r\nTE: trailers\r\nX-Start-Time: 1\r\nAccept: */*"
     )
     assert request is not None
     assert (request.method, request.target, request.host) == (
@@ -213,8 +215,15 @@ def test_front_request_fields() -> None:
         "gw:8080",
     )
     assert request.content_length == 12 and not request.close
-    assert request.connection_named == {"keep-alive", "x-hop"}
-    assert request.headers["X-Val"] == "spaced"
+    caller = request.caller
+    # End-to-end fields only: not Connection, what it names, other hop-by-hop ones, or what
+    # the gateway sets itself.
+    assert caller.forward == [("X-Val", "spaced"), ("X-Call-Id", "abc"), ("Accept", "*/*")]
+    assert (caller.call_id, caller.forwarded_for, caller.forwarded_host) == (
+        "abc",
+        "1.2.3.4",
+        "outside",
+    )
     closing = parse_function_request(b"GET /function/a HTTP/1.1\r\nHost: h\r\nConnection: Close")
     assert closing is not None and closing.close
 
