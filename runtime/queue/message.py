@@ -20,6 +20,7 @@ from typing import Any
 
 from runtime.errors import InvalidSpec
 from runtime.names import check_name
+from runtime.upstream.http1 import HOP_BY_HOP
 
 WIRE_VERSION = 1
 CALL_HEADER = "Lf-Call"
@@ -30,23 +31,9 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 MAX_CALL_ID_LEN = 128
 _CALL_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_CALL_ID_LEN}}}")
 
-# RFC 9110 §7.6.1 connection-specific headers, plus the ones the worker recomputes when it
-# replays the request (Host, Content-Length).
-_DROPPED = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
+# Connection-specific headers, plus the ones the worker recomputes when it replays the request
+# (Host, Content-Length).
+_DROPPED = HOP_BY_HOP | {"host", "content-length"}
 
 Headers = tuple[tuple[str, str], ...]
 
