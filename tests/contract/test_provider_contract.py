@@ -97,6 +97,14 @@ async def test_logs_tail_since_and_follow(harness: Harness) -> None:
     await harness.ready(replica)
     mark = uuid.uuid4().hex[:6]
     await harness.say(replica, f"{mark} one")
+
+    async def first_seen() -> bool | None:
+        lines = await _texts(harness, [replica])
+        return True if any(line.text == f"{mark} one" for line in lines) else None
+
+    # Docker reads stdout and stderr on separate pipes, so two lines printed back to back on
+    # different streams may be logged in either order; wait for the first to land.
+    await until(first_seen, what="the first log line")
     await harness.say(replica, f"{mark} two", stderr=True)
 
     async def both() -> list[LogLine] | None:
