@@ -7,6 +7,7 @@ to files the tests read. Waits poll a condition with a deadline; nothing sleeps 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import re
@@ -105,13 +106,35 @@ class WatchdogProcess:
         return self.process.wait(timeout=timeout_s)
 
     def kill(self) -> None:
-        """Kill the watchdog and everything it started (it runs in its own session)."""
+        """Kill the watchdog and everything it started. Its children run in sessions of their
+        own (so a signal to the watchdog's group never reaches them first), so they are found
+        by parent pid and killed too: an http-mode upstream must not outlive the test."""
         if self.process.poll() is None:
+            children = _children(self.process.pid)
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            for child in children:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child, signal.SIGKILL)
         self.process.wait(timeout=10)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc), which lead their own process groups."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 4 (ppid) follows the parenthesised command, which may contain spaces.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 def _spawn(workdir: Path, env: dict[str, str], cwd: Path | None) -> WatchdogProcess:
