@@ -12,7 +12,6 @@ connections in a long-running daemon. Both methods have been stable across aiodo
 from __future__ import annotations
 
 import asyncio
-import heapq
 import ipaddress
 import json
 import logging
@@ -43,13 +42,13 @@ from runtime.provider.container_config import (
     container_name,
     labels_match,
 )
+from runtime.provider.logmerge import merge_live, merge_past
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 # The Docker actions the daemon reacts to; health_status arrives as "health_status: healthy".
 EVENT_ACTIONS = ("start", "die", "stop", "destroy", "pause", "unpause", "health_status")
-_LOG_QUEUE_SIZE = 1000
 _KNOWN_IDS_MAX = 10_000
 _TIMESTAMP = re.compile(
     r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$",
@@ -605,49 +604,19 @@ class DockerProvider:
                 tasks = [group.create_task(collect(r)) for r in replicas]
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None  # callers expect our errors, not a group
-        per_replica = [task.result() for task in tasks]
-        merged = list(heapq.merge(*per_replica, key=lambda line: line.timestamp))
         # `tail` is per container at Docker; across replicas it means the last N overall.
-        if tail is not None:
-            merged = merged[-tail:] if tail > 0 else []
-        for line in merged:
+        for line in merge_past((task.result() for task in tasks), tail):
             yield line
 
-    async def _follow_logs(
+    def _follow_logs(
         self, replicas: list[Replica], *, tail: int | None, since: datetime | None
     ) -> AsyncIterator[LogLine]:
-        queue: asyncio.Queue[LogLine | Exception | None] = asyncio.Queue(_LOG_QUEUE_SIZE)
-
-        async def pump(replica: Replica) -> None:
-            # Cancellation (the consumer closed the generator) ends a pump without a word;
-            # anything else is handed to the consumer, which re-raises it.
-            end: Exception | None = None
-            try:
-                async for line in self._replica_log(replica, tail=tail, since=since, follow=True):
-                    await queue.put(line)
-            except Exception as exc:
-                end = exc
-            await queue.put(end)
-
-        # One owner: these tasks live exactly as long as this generator.
-        tasks = [
-            asyncio.create_task(pump(r), name=f"localfaas-logs-{r.container_name}")
-            for r in replicas
-        ]
-        try:
-            running = len(tasks)
-            while running:
-                item = await queue.get()
-                if item is None:
-                    running -= 1
-                elif isinstance(item, Exception):
-                    raise item
-                else:
-                    yield item
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        return merge_live(
+            [
+                (r.container_name, self._replica_log(r, tail=tail, since=since, follow=True))
+                for r in replicas
+            ]
+        )
 
     # -- events -----------------------------------------------------------------------------
 

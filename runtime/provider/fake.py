@@ -20,7 +20,6 @@ Behaviour chosen to match Docker where it matters:
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
 import secrets
 import socket
@@ -37,6 +36,7 @@ from runtime.models import FunctionSpec, Replica
 from runtime.provider.base import LogLine, ReplicaEvent, ReplicaRequest
 from runtime.provider.container_config import container_config, container_name, labels_match
 from runtime.provider.docker import ReplicaNotFound, ReplicaStartFailed
+from runtime.provider.logmerge import merge_live, merge_past
 
 _HEX = "0123456789abcdef"
 _IMAGE_USER = "1000:1000"
@@ -419,49 +419,28 @@ class FakeProvider:
         self, containers: list[FakeContainer], *, tail: int | None, since: datetime | None
     ) -> AsyncIterator[LogLine]:
         self._check_reachable()
-        merged = list(
-            heapq.merge(
-                *(self._initial(c, tail, since) for c in containers),
-                key=lambda line: line.timestamp,
-            )
-        )
-        if tail is not None:
-            merged = merged[-tail:] if tail > 0 else []
-        for line in merged:
+        for line in merge_past((self._initial(c, tail, since) for c in containers), tail):
             yield line
 
-    async def _follow(
+    def _follow(
         self, containers: list[FakeContainer], *, tail: int | None, since: datetime | None
     ) -> AsyncIterator[LogLine]:
         self._check_reachable()
-        queue: asyncio.Queue[LogLine | None] = asyncio.Queue()
+        return merge_live([(c.name, self._follow_one(c, tail, since)) for c in containers])
 
-        async def pump(container: FakeContainer) -> None:
-            sent = len(container.log_lines) - len(self._initial(container, tail, since))
-            while True:
-                async with container.log_changed:
-                    while len(container.log_lines) <= sent and container.runner is not None:
-                        await container.log_changed.wait()
-                for line in container.log_lines[sent:]:
-                    await queue.put(line)
-                sent = len(container.log_lines)
-                if container.runner is None:  # like `docker logs -f`: ends when it stops
-                    await queue.put(None)
-                    return
-
-        tasks = [asyncio.create_task(pump(c), name=f"localfaas-logs-{c.name}") for c in containers]
-        try:
-            running = len(tasks)
-            while running:
-                item = await queue.get()
-                if item is None:
-                    running -= 1
-                else:
-                    yield item
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    async def _follow_one(
+        self, container: FakeContainer, tail: int | None, since: datetime | None
+    ) -> AsyncIterator[LogLine]:
+        sent = len(container.log_lines) - len(self._initial(container, tail, since))
+        while True:
+            async with container.log_changed:
+                while len(container.log_lines) <= sent and container.runner is not None:
+                    await container.log_changed.wait()
+            for line in container.log_lines[sent:]:
+                yield line
+            sent = len(container.log_lines)
+            if container.runner is None:  # like `docker logs -f`: ends when it stops
+                return
 
     # -- events -----------------------------------------------------------------------------
 
