@@ -13,13 +13,13 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import aiohttp
 
 from runtime.errors import BackendUnavailable, FunctionNotFound, InvalidSpec, LocalFaasError
 from runtime.labels import max_replicas, min_replicas, validate_scaling_labels
-from runtime.models import FunctionSpec, Replica
+from runtime.models import FunctionSpec
 from runtime.provider.base import Provider, ReplicaRequest
 from runtime.router import ReplicaHandle, ReplicaPool, ReplicaState
 from runtime.secrets import SecretFiles
@@ -372,7 +372,6 @@ class FunctionManager:
             await self._provider.remove_replica(handle.container_id)
         finally:
             await fn.pool.set_state(handle, ReplicaState.GONE)
-        log.info("replica %s of %s removed", handle.replica.container_name, fn.qualified_name)
 
     def secret_changed(self, namespace: str, name: str) -> None:
         """Rewrite the mounted copies of an updated secret; replicas see the new value at once
@@ -440,11 +439,3 @@ class FunctionManager:
     def _wake_all(functions: Iterable[FunctionRuntime]) -> None:
         for fn in functions:
             fn.wake.set()
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def replica_summary(replica: Replica) -> str:
-    return f"{replica.container_name} port={replica.host_port}"
