@@ -186,14 +186,11 @@ class GatewayClient:
     ) -> Reply:
         target = f"{name}.{namespace}" if namespace else name
         prefix = "/async-function/" if asynchronous else "/function/"
-        try:
-            reply: Reply = self._request(
-                method,
-                prefix + target,
-                body=body if method not in ("GET", "HEAD") else None,
-                headers=headers,
-                query=query,
-            )
-        except GatewayError:
-            raise
+        reply: Reply = self._request(
+            method,
+            prefix + target,
+            body=body if method not in ("GET", "HEAD") else None,
+            headers=headers,
+            query=query,
+        )
         return reply
