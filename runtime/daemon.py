@@ -113,9 +113,13 @@ class Daemon:
         try:
             await FrontSite(self._runner, self._front, address, self.settings.port).start()
         except OSError as exc:
-            log.warning("cannot listen on %s:%s for function chaining: %s", address, self.settings.port, exc)
+            log.warning(
+                "cannot listen on %s:%s for function chaining: %s", address, self.settings.port, exc
+            )
             return
-        log.info("functions reach the gateway at http://gateway:%s (%s)", self.settings.port, address)
+        log.info(
+            "functions reach the gateway at http://gateway:%s (%s)", self.settings.port, address
+        )
 
     async def stop(self) -> None:
         """Shutdown procedure, in this order:

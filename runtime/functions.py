@@ -320,10 +320,11 @@ class FunctionManager:
         if await self._probe_ready(handle, timeout_s=self._ready_timeout_s):
             await fn.pool.set_state(handle, ReplicaState.READY)
             log.info(
-                "replica %s of %s ready port=%s",
+                "replica %s of %s ready port=%s at %s",
                 replica.container_name,
                 fn.qualified_name,
                 replica.host_port,
+                "%s:%s" % (replica.endpoint or ("-", "-")),
             )
         else:
             log.warning(

@@ -150,7 +150,7 @@ class Call:
             handle = await fn.pool.wait_ready(min(invoker._ready_wait_s, inv.timeout_s))
             if handle is None:
                 raise NoReadyReplica(f"function {label} has no ready replica", retry_after_s=1)
-        port = handle.replica.host_port
+        endpoint = handle.replica.endpoint
         target = inv.path or "/"
         if inv.query_string:
             target += "?" + inv.query_string
@@ -163,11 +163,10 @@ class Call:
         handle.acquire()
         self._started = time.perf_counter()
         try:
-            if port is None or not target.startswith("/"):
-                raise ValueError(f"replica port {port} or path {inv.path!r} is not usable")
+            if endpoint is None or not target.startswith("/"):
+                raise ValueError(f"replica endpoint {endpoint} or path {inv.path!r} is not usable")
             self._response = await invoker._client.request(
-                "127.0.0.1",
-                port,
+                *endpoint,
                 inv.method,
                 target,
                 headers if isinstance(headers := inv.headers, list) else _pairs(headers),

@@ -44,7 +44,8 @@ class ReplicaHandle:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.replica.host_port}"
+        host, port = self.replica.endpoint or ("127.0.0.1", 0)
+        return f"http://{host}:{port}"
 
     def acquire(self) -> None:
         """Count one request in flight on this replica; every acquire needs one release."""

@@ -13,7 +13,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from runtime.models import FunctionSpec
+from runtime.models import WATCHDOG_CONTAINER_PORT, FunctionSpec
 from runtime.provider.base import ReplicaRequest
 from runtime.provider.resources import runtime_resources
 
@@ -26,7 +26,7 @@ LABEL_GENERATION = "com.localfaas.generation"
 # the same with com.openfaas.annotations.) so `docker inspect` shows the whole deployment.
 ANNOTATION_LABEL_PREFIX = "com.localfaas.annotation."
 
-WATCHDOG_PORT = "8080/tcp"
+WATCHDOG_PORT = f"{WATCHDOG_CONTAINER_PORT}/tcp"
 SECRETS_MOUNT = "/var/openfaas/secrets"
 # The user a replica runs as when its image would run as root. High, so it matches no account
 # in the image or on the host.

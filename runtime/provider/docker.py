@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ import aiohttp
 from aiodocker.exceptions import DockerError
 
 from runtime.errors import BackendUnavailable, Conflict, InvalidSpec, LocalFaasError
-from runtime.models import Replica
+from runtime.models import WATCHDOG_CONTAINER_PORT, Replica
 from runtime.provider.base import LogLine, ReplicaEvent, ReplicaRequest
 from runtime.provider.container_config import (
     DEFAULT_PIDS_LIMIT,
@@ -152,6 +153,7 @@ class DockerProvider:
         self._request_timeout_s = request_timeout_s
         self._pids_limit = pids_limit
         self._host_cpus: int | None = None
+        self._bridge_direct: bool | None = None  # decided on the first successful ping
         # container id → (qualified function name, container name) of containers known to be
         # ours: saves an inspect on pause/unpause, which sit on the cold-request path.
         self._known: dict[str, tuple[str, str]] = {}
@@ -266,6 +268,7 @@ class DockerProvider:
             state=state.get("Status", "unknown"),
             created_at=parse_docker_time(str(info.get("Created", ""))) or datetime.now(UTC),
             health=health if health and health != "none" else None,
+            bridge_ip=self._pick_bridge_ip(info.get("NetworkSettings") or {}),
         )
         self._remember(replica.container_id, replica.qualified_name, replica.container_name)
         return replica
@@ -280,7 +283,7 @@ class DockerProvider:
         names = item.get("Names") or [""]
         host_port = None
         for port in item.get("Ports") or []:
-            if port.get("PrivatePort") == 8080 and port.get("Type") == "tcp":
+            if port.get("PrivatePort") == WATCHDOG_CONTAINER_PORT and port.get("Type") == "tcp":
                 if port.get("PublicPort"):
                     host_port = int(port["PublicPort"])
                     break
@@ -298,9 +301,16 @@ class DockerProvider:
             state=str(item.get("State", "unknown")),
             created_at=datetime.fromtimestamp(int(item.get("Created", 0)), UTC),
             health=health,
+            bridge_ip=self._pick_bridge_ip(item.get("NetworkSettings") or {}),
         )
         self._remember(replica.container_id, replica.qualified_name, replica.container_name)
         return replica
+
+    def _pick_bridge_ip(self, network_settings: Mapping[str, Any]) -> str | None:
+        if not self._bridge_direct:
+            return None
+        bridge = (network_settings.get("Networks") or {}).get("bridge") or {}
+        return str(bridge.get("IPAddress") or "") or None
 
     async def _get_host_cpus(self) -> int | None:
         if self._host_cpus is None:
@@ -328,6 +338,17 @@ class DockerProvider:
 
     async def ping(self) -> None:
         await self._call("GET", "_ping", timeout_s=min(self._request_timeout_s, 10.0))
+        if self._bridge_direct is None:
+            gateway = await self.bridge_gateway_ip()
+            # Replicas are reached on their bridge address only when this process shares
+            # dockerd's network namespace (host install, or the daemon image with host
+            # networking): then the bridge's own address is one of ours. Rootless Docker or a
+            # remote engine keep to the published loopback port.
+            self._bridge_direct = gateway is not None and is_local_address(gateway)
+            log.info(
+                "replicas reached %s",
+                "on Docker's bridge directly" if self._bridge_direct else "through published ports",
+            )
 
     async def _image_inspect(self, image: str) -> dict[str, Any] | None:
         try:
@@ -679,6 +700,17 @@ def _replica_event(raw: bytes, instance_id: str) -> ReplicaEvent | None:
         function=attributes.get(LABEL_FUNCTION, ""),
         namespace=attributes.get(LABEL_NAMESPACE, ""),
     )
+
+
+def is_local_address(address: str) -> bool:
+    """True when `address` belongs to one of this host's interfaces (binding to it works)."""
+    try:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+        return True
+    except OSError:
+        return False
 
 
 def _int(value: str | None) -> int:

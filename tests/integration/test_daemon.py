@@ -144,7 +144,9 @@ def test_killed_replica_is_replaced(daemon_factory: Factory, test_function_image
     daemon.wait_available("probe", 2)
 
 
-def test_functions_chain_through_the_gateway(daemon_factory: Factory, test_function_image: str) -> None:
+def test_functions_chain_through_the_gateway(
+    daemon_factory: Factory, test_function_image: str
+) -> None:
     daemon = daemon_factory()
     deploy(daemon, test_function_image, name="caller")
     deploy(daemon, test_function_image, name="callee", envVars={"VERSION": "callee"})
@@ -261,7 +263,9 @@ def test_docker_comes_back(daemon_factory: Factory, test_function_image: str, tm
         relay.close()
 
 
-def test_stop_functions_removes_replicas_on_exit(daemon_factory: Factory, test_function_image: str) -> None:
+def test_stop_functions_removes_replicas_on_exit(
+    daemon_factory: Factory, test_function_image: str
+) -> None:
     daemon = daemon_factory(args=("--stop-functions",))
     deploy(daemon, test_function_image)
     daemon.wait_available("probe", 1)

@@ -301,5 +301,7 @@ async def test_faas_cli_shaped_requests(make_gateway: GatewayFactory) -> None:
     assert "envProcess" not in status and "envVars" not in status and "limits" not in status
     resp = await gw.client.put("/system/functions", json=body, headers=AUTH)
     assert resp.status == 202
-    resp = await gw.client.get("/system/logs?name=cli&namespace=openfaas-fn&follow=false&tail=-1", headers=AUTH)
+    resp = await gw.client.get(
+        "/system/logs?name=cli&namespace=openfaas-fn&follow=false&tail=-1", headers=AUTH
+    )
     assert resp.status == 200

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from runtime.errors import InvalidSpec
-from runtime.models import FunctionSpec
+from runtime.models import FunctionSpec, Replica
 from runtime.names import check_name, split_qualified
 
 
@@ -93,3 +95,24 @@ def test_bad_deployments(body: object, message: str) -> None:
     with pytest.raises(InvalidSpec) as err:
         FunctionSpec.from_json(body)
     assert message in str(err.value)
+
+
+def _replica(**overrides: object) -> Replica:
+    fields: dict[str, object] = dict(
+        container_id="c1",
+        container_name="lf-openfaas-fn-hello-1",
+        function="hello",
+        namespace="openfaas-fn",
+        generation=1,
+        host_port=49153,
+        state="running",
+        created_at=datetime.now(UTC),
+    )
+    fields.update(overrides)
+    return Replica(**fields)  # type: ignore[arg-type]
+
+
+def test_replica_endpoint_prefers_the_bridge_address_then_the_published_port() -> None:
+    assert _replica(bridge_ip="172.17.0.5").endpoint == ("172.17.0.5", 8080)
+    assert _replica().endpoint == ("127.0.0.1", 49153)
+    assert _replica(host_port=None).endpoint is None
