@@ -5,6 +5,7 @@ Nothing else in the daemon reads ``os.environ``; errors name the variable and th
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -63,6 +64,27 @@ def _seconds(name: str, raw: str) -> float:
     return value
 
 
+def _switch(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on", "always"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise InvalidSpec(f"{name}: invalid value {raw!r} (use on or off)")
+
+
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise InvalidSpec(
+                f"{name}: invalid network {item!r} in {raw!r} (use addresses or CIDRs, comma-separated)"
+            ) from None
+    return items
+
+
 def _url(name: str, raw: str) -> str:
     if not raw.startswith(("nats://", "tls://", "ws://", "wss://")):
         raise InvalidSpec(f"{name}: invalid NATS URL {raw!r} (expected nats://host:port)")
@@ -81,6 +103,12 @@ class Settings:
     invoke_timeout_s: float = 60.0
     stop_functions: bool = False
     docker_url: str = "unix:///var/run/docker.sock"
+    # Async invocations (embedded NATS unless nats_url is set).
+    async_max_body_bytes: int = 1024 * 1024
+    nats_port: int = 0  # embedded server: 0 picks a free port once and keeps it
+    nats_fsync: bool = True  # fsync before ack; off only to measure what durability costs
+    callback_allow: tuple[str, ...] = ()  # networks a callback may reach despite the deny list
+    callback_deny: tuple[str, ...] = ()  # networks refused on top of link-local and metadata
 
     @classmethod
     def load(cls, env: Mapping[str, str], **flags: Any) -> Settings:
@@ -110,6 +138,16 @@ class Settings:
             values["max_body_bytes"] = _positive_int("LOCALFAAS_MAX_BODY_BYTES", raw)
         if raw := env.get("LOCALFAAS_INVOKE_TIMEOUT"):
             values["invoke_timeout_s"] = _seconds("LOCALFAAS_INVOKE_TIMEOUT", raw)
+        if raw := env.get("LOCALFAAS_ASYNC_MAX_BODY_BYTES"):
+            values["async_max_body_bytes"] = _positive_int("LOCALFAAS_ASYNC_MAX_BODY_BYTES", raw)
+        if raw := env.get("LOCALFAAS_NATS_PORT"):
+            values["nats_port"] = _port("LOCALFAAS_NATS_PORT", raw)
+        if raw := env.get("LOCALFAAS_NATS_FSYNC"):
+            values["nats_fsync"] = _switch("LOCALFAAS_NATS_FSYNC", raw)
+        if raw := env.get("LOCALFAAS_CALLBACK_ALLOW"):
+            values["callback_allow"] = _networks("LOCALFAAS_CALLBACK_ALLOW", raw)
+        if raw := env.get("LOCALFAAS_CALLBACK_DENY"):
+            values["callback_deny"] = _networks("LOCALFAAS_CALLBACK_DENY", raw)
         settings = cls(**values)
         given = {k: v for k, v in flags.items() if v is not None}
         if "port" in given:

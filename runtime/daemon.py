@@ -24,6 +24,7 @@ from runtime.gateway.state import Services
 from runtime.invoker import Invoker
 from runtime.metrics import GatewayMetrics
 from runtime.provider.docker import DockerProvider
+from runtime.queue.service import AsyncQueue, validate_async_annotations
 from runtime.secrets import SecretFiles
 from runtime.store import Store
 from runtime.upstream import UpstreamClient
@@ -39,6 +40,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._front: FunctionFront | None = None
         self._functions: FunctionManager | None = None
+        self._queue: AsyncQueue | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -68,24 +70,36 @@ class Daemon:
         self._functions = functions
         metrics = GatewayMetrics()
         invoker = Invoker(functions, upstream, metrics)
-        services = Services(
-            settings, store, secrets, provider, functions, invoker, metrics, session
-        )
+        bridge_address: str | None = None
         try:
             await provider.ping()
+            bridge_address = await provider.bridge_gateway_ip()
         except Exception as exc:
             log.warning("Docker is not reachable (%s); will keep retrying", exc)
             functions.backend_error = str(exc)
         functions.default_env["OPENFAAS_URL"] = f"http://gateway:{settings.port}"
+        functions.validators.append(validate_async_annotations)
         await functions.start()
         self._stack.push_async_callback(functions.close)
+        system_api = [(settings.host, settings.port)]
+        if bridge_address is not None:
+            system_api.append((bridge_address, settings.port))
+        queue = AsyncQueue(
+            settings, functions, invoker, session, metrics.registry, system_api=system_api
+        )
+        self._queue = queue
+        await queue.start()
+        self._stack.push_async_callback(queue.close)  # closed before the functions' supervisors
+        services = Services(
+            settings, store, secrets, provider, functions, invoker, metrics, session, queue
+        )
         app = build_app(services, BasicAuth(credentials.user, credentials.password))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
         await self._runner.setup()
         assert self._runner.server is not None
         self._front = FunctionFront(services, self._runner.server)
         await FrontSite(self._runner, self._front, settings.host, settings.port).start()
-        await self._listen_on_bridge(provider)
+        await self._listen_on_bridge(bridge_address)
         log.info(
             "localfaas gateway listening on http://%s:%s state=%s",
             settings.host,
@@ -93,7 +107,7 @@ class Daemon:
             state_dir,
         )
 
-    async def _listen_on_bridge(self, provider: DockerProvider) -> None:
+    async def _listen_on_bridge(self, address: str | None) -> None:
         """Functions call the gateway as http://gateway:<port> (Docker's host-gateway, the
         bridge address). A loopback-only gateway would be out of their reach, so it also
         listens there; the bridge address is reachable only from this host's containers."""
@@ -103,12 +117,8 @@ class Daemon:
             or self._front is None
         ):
             return
-        try:
-            address = await provider.bridge_gateway_ip()
-        except Exception as exc:
-            log.warning("cannot find Docker's bridge address (%s); function chaining is off", exc)
-            return
         if address is None:
+            log.warning("Docker's bridge address is unknown; function chaining is off")
             return
         try:
             await FrontSite(self._runner, self._front, address, self.settings.port).start()
@@ -126,9 +136,11 @@ class Daemon:
 
         1. stop accepting connections and mark unready (the listening socket closes);
         2. let in-flight requests finish, up to SHUTDOWN_DRAIN_S;
-        3. stop supervisors and event watchers (function containers keep running, to be adopted
+        3. stop the async workers (running calls finish up to their drain deadline; unacked
+           ones stay in the stream for the next start), close NATS, stop the embedded server;
+        4. stop supervisors and event watchers (function containers keep running, to be adopted
            on the next start) — unless --stop-functions, which removes every replica;
-        4. close the HTTP clients (replica connections, probes), the Docker client and the store.
+        5. close the HTTP clients (replica connections, probes), the Docker client and the store.
         """
         log.info("shutting down")
         if self._runner is not None:
@@ -138,10 +150,12 @@ class Daemon:
             if self._front is not None:
                 drains.append(self._front.shutdown(SHUTDOWN_DRAIN_S))  # and the front's
             await asyncio.gather(*drains)
+        if self._queue is not None:
+            await self._queue.close()  # step 3
         if self.settings.stop_functions and self._functions is not None:
             await self._functions.close()
             await self._functions.remove_all_replicas()
-        await self._stack.aclose()  # steps 3 and 4, in reverse order of creation
+        await self._stack.aclose()  # steps 4 and 5, in reverse order of creation
         log.info("stopped")
 
 

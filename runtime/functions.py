@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -90,6 +90,25 @@ class FunctionManager:
         self.backend_error: str | None = None
         # Environment every replica gets unless its envVars say otherwise (set by the daemon).
         self.default_env: dict[str, str] = {}
+        # Checks a deploy must pass besides the scaling labels (e.g. async and connector
+        # annotations): each raises InvalidSpec naming the bad field, before anything changes.
+        self.validators: list[Callable[[FunctionSpec], None]] = []
+        # Told (namespace, name) whenever a function's desired state changed: loaded at start,
+        # deployed, updated, scaled or deleted. They re-read it with `get`; called in order, sync.
+        self._watchers: list[Callable[[str, str], None]] = []
+
+    def watch(self, watcher: Callable[[str, str], None]) -> None:
+        """Call ``watcher(namespace, name)`` on every change, and now for every known function."""
+        self._watchers.append(watcher)
+        for fn in self.list():
+            watcher(*fn.key)
+
+    def _changed(self, fn: FunctionRuntime) -> None:
+        for watcher in self._watchers:
+            try:
+                watcher(*fn.key)
+            except Exception:
+                log.exception("a watcher of %s failed", fn.qualified_name)
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -149,6 +168,8 @@ class FunctionManager:
     async def deploy(self, spec: FunctionSpec, *, update: bool) -> FunctionRuntime:
         """Create (update=False) or replace (update=True) a function; replicas follow async."""
         validate_scaling_labels(spec)
+        for validate in self.validators:
+            validate(spec)
         self.require_backend()
         existing = self._functions.get((spec.namespace, spec.name))
         if existing is not None and existing.deleted:
@@ -177,6 +198,7 @@ class FunctionManager:
             self._functions[fn.key] = fn
             self._start_supervisor(fn)
             log.info("deployed %s image=%s replicas=%d", fn.qualified_name, spec.image, replicas)
+            self._changed(fn)
         else:
             fn = existing
             fn.spec, fn.generation, fn.desired_replicas = spec, generation, replicas
@@ -184,6 +206,7 @@ class FunctionManager:
             log.info(
                 "updating %s to generation %d image=%s", fn.qualified_name, generation, spec.image
             )
+            self._changed(fn)
         return fn
 
     async def delete(self, name: str, namespace: str) -> None:
@@ -196,6 +219,7 @@ class FunctionManager:
             fn.task.cancel()
             await asyncio.gather(fn.task, return_exceptions=True)
         self._functions.pop(fn.key, None)
+        self._changed(fn)
         await asyncio.gather(*(self._retire(fn, h, drain=False) for h in fn.pool))
         # Containers Docker knows about that the pool never adopted (e.g. mid-start).
         for replica in await self._provider.list_replicas(name, namespace):
@@ -211,6 +235,7 @@ class FunctionManager:
         fn.desired_replicas = replicas
         self._store.set_replicas(name, namespace, replicas=replicas)
         fn.wake.set()
+        self._changed(fn)
 
     def _check_namespace(self, namespace: str) -> None:
         if self._store.get_namespace(namespace) is None:

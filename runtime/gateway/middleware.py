@@ -23,6 +23,7 @@ from runtime.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
+from runtime.queue.errors import CallNotFound
 
 log = logging.getLogger("localfaas.gateway")
 
@@ -31,6 +32,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _STATUS: list[tuple[type[Exception], int]] = [
     (InvalidSpec, 400),
     (FunctionNotFound, 404),
+    (CallNotFound, 404),
     (Conflict, 409),
     (PayloadTooLarge, 413),
     (BackendUnavailable, 503),

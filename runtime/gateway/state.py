@@ -12,6 +12,7 @@ from runtime.functions import FunctionManager
 from runtime.invoker import Invoker
 from runtime.metrics import GatewayMetrics
 from runtime.provider.base import Provider
+from runtime.queue.service import AsyncQueue
 from runtime.secrets import SecretFiles
 from runtime.store import Store
 
@@ -26,6 +27,7 @@ class Services:
     invoker: Invoker
     metrics: GatewayMetrics
     session: aiohttp.ClientSession
+    queue: AsyncQueue | None = None  # async invocations; None in gateways built without them
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

@@ -26,6 +26,8 @@ from runtime.gateway.state import Services
 from runtime.invoker import Invoker
 from runtime.metrics import GatewayMetrics
 from runtime.provider.fake import FakeProvider
+from runtime.queue.service import AsyncQueue, validate_async_annotations
+from runtime.queue.worker import WorkerOptions
 from runtime.secrets import SecretFiles
 from runtime.store import Store
 from runtime.upstream import UpstreamClient
@@ -44,6 +46,7 @@ class Gateway:
     upstream: UpstreamClient
     url: str
     front: FunctionFront | None  # None when served by plain aiohttp
+    queue: AsyncQueue | None = None  # with_async=True: a real embedded nats-server behind it
 
     async def deploy(self, name: str = "hello", **extra: object) -> aiohttp.ClientResponse:
         body = {"service": name, "image": "fake/hello:1", **extra}
@@ -84,12 +87,18 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         invoke_timeout_s: float = 5.0,
         provider: FakeProvider | None = None,
         front: bool = True,
+        with_async: bool = False,
+        async_max_body_bytes: int = 1024 * 1024,
+        nats_url: str | None = None,
+        worker_options: WorkerOptions | None = None,
     ) -> Gateway:
         settings = Settings(
             state_dir=tmp_path / "state",
             cache_dir=tmp_path / "cache",
             max_body_bytes=max_body_bytes,
             invoke_timeout_s=invoke_timeout_s,
+            async_max_body_bytes=async_max_body_bytes,
+            nats_url=nats_url,
         )
         store = Store(tmp_path / "state.db")
         secrets = SecretFiles(settings.state_dir)
@@ -101,10 +110,22 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         metrics = GatewayMetrics()
         upstream = UpstreamClient()
         invoker = Invoker(functions, upstream, metrics, ready_wait_s=2.0)
-        services = Services(
-            settings, store, secrets, provider, functions, invoker, metrics, session
-        )
+        functions.validators.append(validate_async_annotations)
         await functions.start()
+        queue: AsyncQueue | None = None
+        if with_async:
+            queue = AsyncQueue(
+                settings,
+                functions,
+                invoker,
+                session,
+                metrics.registry,
+                worker_options=worker_options,
+            )
+            await queue.start()
+        services = Services(
+            settings, store, secrets, provider, functions, invoker, metrics, session, queue
+        )
         app = build_app(services, BasicAuth("admin", PASSWORD))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -126,6 +147,8 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             if gateway_front is not None:
                 await gateway_front.shutdown(1.0)
             await runner.cleanup()
+            if queue is not None:
+                await queue.close()
             await functions.close()
             await upstream.close()
             await session.close()
@@ -133,7 +156,9 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             store.close()
 
         cleanups.append(cleanup)
-        return Gateway(client, provider, functions, store, metrics, upstream, url, gateway_front)
+        return Gateway(
+            client, provider, functions, store, metrics, upstream, url, gateway_front, queue
+        )
 
     yield factory
     for cleanup in reversed(cleanups):

@@ -40,6 +40,10 @@ def test_env_then_flags() -> None:
         ({"LOCALFAAS_NATS_URL": "localhost:4222"}, "LOCALFAAS_NATS_URL"),
         ({"LOCALFAAS_INVOKE_TIMEOUT": "soon"}, "LOCALFAAS_INVOKE_TIMEOUT"),
         ({"LOCALFAAS_MAX_BODY_BYTES": "-1"}, "LOCALFAAS_MAX_BODY_BYTES"),
+        ({"LOCALFAAS_ASYNC_MAX_BODY_BYTES": "lots"}, "LOCALFAAS_ASYNC_MAX_BODY_BYTES"),
+        ({"LOCALFAAS_NATS_PORT": "0"}, "LOCALFAAS_NATS_PORT"),
+        ({"LOCALFAAS_NATS_FSYNC": "maybe"}, "LOCALFAAS_NATS_FSYNC"),
+        ({"LOCALFAAS_CALLBACK_DENY": "10.0.0.0/8,nonsense"}, "LOCALFAAS_CALLBACK_DENY"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:
@@ -52,3 +56,26 @@ def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:
 def test_bad_flag_names_the_flag() -> None:
     with pytest.raises(InvalidSpec, match="--port"):
         Settings.load({}, port=0)
+
+
+def test_async_settings() -> None:
+    defaults = Settings.load({})
+    assert (defaults.async_max_body_bytes, defaults.nats_port, defaults.nats_fsync) == (
+        1024 * 1024,
+        0,
+        True,
+    )
+    settings = Settings.load(
+        {
+            "LOCALFAAS_ASYNC_MAX_BODY_BYTES": "2048",
+            "LOCALFAAS_NATS_PORT": "4333",
+            "LOCALFAAS_NATS_FSYNC": "off",
+            "LOCALFAAS_CALLBACK_ALLOW": "169.254.10.0/24, 10.1.2.3",
+            "LOCALFAAS_CALLBACK_DENY": "192.168.0.0/16",
+        }
+    )
+    assert settings.async_max_body_bytes == 2048
+    assert settings.nats_port == 4333
+    assert settings.nats_fsync is False
+    assert settings.callback_allow == ("169.254.10.0/24", "10.1.2.3")
+    assert settings.callback_deny == ("192.168.0.0/16",)
