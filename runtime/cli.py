@@ -144,6 +144,13 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         headers[key] = value
     if args.content_type:
         headers["Content-Type"] = args.content_type
+    if args.callback_url:
+        if not args.async_:
+            print("error: --callback-url needs --async", file=sys.stderr)
+            return EXIT_USAGE
+        headers["X-Callback-Url"] = args.callback_url
+    if args.call_id:
+        headers["X-Call-Id"] = args.call_id
     reply = client_from(args).invoke(
         args.name,
         body,
@@ -247,14 +254,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------
 
 
-def _client_options(parser: argparse.ArgumentParser) -> None:
+def _client_options(parser: argparse.ArgumentParser, *, namespace: bool = True) -> None:
     parser.add_argument(
         "-g", "--gateway", help=f"gateway URL (env OPENFAAS_URL, default {DEFAULT_GATEWAY})"
     )
     parser.add_argument("--user", help="gateway user (default: from the state dir, else admin)")
     parser.add_argument("--password", help="gateway password (default: from the state dir)")
     parser.add_argument("--state-dir", help="where to read credentials (env LOCALFAAS_STATE_DIR)")
-    parser.add_argument("-n", "--namespace", help="namespace (default openfaas-fn)")
+    if namespace:
+        parser.add_argument("-n", "--namespace", help="namespace (default openfaas-fn)")
 
 
 def _stack_options(parser: argparse.ArgumentParser) -> None:
@@ -312,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("-H", "--header", action="append", help="KEY=VALUE, repeatable")
     invoke.add_argument("--content-type")
     invoke.add_argument("-m", "--method", default="POST")
+    invoke.add_argument(
+        "--callback-url", help="with --async: where the result is POSTed (X-Callback-Url)"
+    )
+    invoke.add_argument(
+        "--call-id",
+        help="your own call id (X-Call-Id); with --async a repeat is not queued twice",
+    )
     invoke.set_defaults(func=cmd_invoke)
 
     ls = sub.add_parser("ls", aliases=["list"], help="list functions")
@@ -367,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(p)
     p.add_argument("--json", action="store_true")
     ns.set_defaults(func=cmd_ns)
+
+    from runtime.cli_async import add_async_parser
+
+    add_async_parser(sub, _client_options)
     return parser
 
 

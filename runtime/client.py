@@ -38,6 +38,24 @@ class Reply:
         return json.loads(self.body)
 
 
+def _error_message(body: bytes) -> str:
+    """The message of an error body: plain text as is, or a JSON object's "message"."""
+    text = body.decode(errors="replace").strip()
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+            return str(parsed["message"]).strip()
+    return text
+
+
+def _segment(value: str) -> str:
+    """One path segment, quoted, so a value with '/' or '?' cannot reach another route."""
+    return urllib.parse.quote(value, safe="")
+
+
 class GatewayClient:
     def __init__(
         self, url: str, user: str | None, password: str | None, timeout_s: float = 60.0
@@ -70,7 +88,7 @@ class GatewayClient:
             response = _opener.open(request, timeout=self._timeout_s)
         except urllib.error.HTTPError as exc:
             if stream or exc.code >= 400:
-                message = exc.read().decode(errors="replace").strip() or exc.reason
+                message = _error_message(exc.read()) or exc.reason
                 if exc.code < 400:
                     return Reply(exc.code, dict(exc.headers), message.encode())
                 raise GatewayError(exc.code, f"{exc.code} {message}") from None
@@ -170,6 +188,57 @@ class GatewayClient:
             for line in response:
                 if line.strip():
                     yield json.loads(line)
+
+    # -- async calls -----------------------------------------------------------------------
+
+    def call_status(self, call_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "GET", f"/system/async/calls/{_segment(call_id)}"
+        ).json()
+        return result
+
+    def cancel_call(self, call_id: str) -> dict[str, Any]:
+        """Cancel a queued call; 409 (GatewayError) when it is already running or finished."""
+        result: dict[str, Any] = self._request(
+            "DELETE", f"/system/async/calls/{_segment(call_id)}"
+        ).json()
+        return result
+
+    def list_dead_letters(
+        self,
+        namespace: str | None = None,
+        name: str | None = None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        query: dict[str, str] = {}
+        if namespace:
+            query["namespace"] = namespace
+        if name:
+            query["name"] = name
+        if after is not None:
+            query["after"] = str(after)
+        if limit is not None:
+            query["limit"] = str(limit)
+        result: list[dict[str, Any]] = self._request(
+            "GET", "/system/async/dead-letters", query=query
+        ).json()
+        return result
+
+    def replay_dead_letter(self, call_id: str) -> dict[str, Any]:
+        """Queue a dead-lettered call again (202); returns its status (state "queued")."""
+        result: dict[str, Any] = self._request(
+            "POST", f"/system/async/dead-letters/{_segment(call_id)}/replay"
+        ).json()
+        return result
+
+    def list_queues(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        query = {"namespace": namespace} if namespace else None
+        result: list[dict[str, Any]] = self._request(
+            "GET", "/system/async/queues", query=query
+        ).json()
+        return result
 
     # -- invocation ------------------------------------------------------------------------
 
