@@ -13,29 +13,32 @@ from aiohttp import web
 from runtime import __version__
 
 
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Add ``extra`` into ``base``: mappings merge key by key, lists are extended, and any
+    other value in ``extra`` wins."""
+    for key, value in extra.items():
+        current = base.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            _merge(current, value)
+        elif isinstance(current, list) and isinstance(value, list):
+            current.extend(item for item in value if item not in current)
+        else:
+            base[key] = value
+
+
+def _load(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(
+        resources.files("runtime.gateway").joinpath(name).read_text()
+    )
+    return document
+
+
 @functools.cache
 def openapi_document() -> bytes:
-    text = resources.files("runtime.gateway").joinpath("openapi.yml").read_text()
-    spec: dict[str, Any] = yaml.safe_load(text)
+    spec = _load("openapi.yml")
     spec["info"]["title"] = "localfaas gateway (OpenFaaS-compatible)"
     spec["info"]["version"] = __version__
-    paths = spec.setdefault("paths", {})
-    for path, summary in (
-        ("/system/namespace/{name}", "Create (POST) or delete (DELETE) a namespace"),
-    ):
-        paths[path] = {
-            "post": {
-                "summary": summary,
-                "responses": {"201": {"description": "Created"}, "409": {"description": "Exists"}},
-            },
-            "delete": {
-                "summary": summary,
-                "responses": {
-                    "202": {"description": "Deleted"},
-                    "404": {"description": "Not Found"},
-                },
-            },
-        }
+    _merge(spec, _load("openapi-localfaas.yml"))
     return json.dumps(spec).encode()
 
 
