@@ -52,6 +52,21 @@ def test_new_up_invoke_ls_describe_logs_rm(
     out = daemon.cli("invoke", "greet", stdin=b"world")
     assert json.loads(out.stdout) == {"hello": "world", "env": "hi"}
 
+    # Async through the embedded NATS: queue, follow the call, see the queue.
+    out = daemon.cli("invoke", "greet", "--async", "--call-id", "e2e-call-1", stdin=b"later")
+    assert b"e2e-call-1" in out.stderr
+
+    def call_state() -> str:
+        status = json.loads(daemon.cli("async", "status", "e2e-call-1", "--json").stdout)
+        return str(status["state"])
+
+    daemon.wait_for(lambda: call_state() == "succeeded", "the async call to succeed")
+    assert "succeeded" in daemon.cli("async", "status", "e2e-call-1").stdout.decode()
+    queues = json.loads(daemon.cli("async", "queues", "--json").stdout)
+    assert [(q["name"], q["pending"]) for q in queues] == [("greet", 0)]
+    missing = daemon.cli("async", "status", "no-such-call", check=False)
+    assert missing.returncode == 3, missing.stderr
+
     listed = json.loads(daemon.cli("ls", "--json").stdout)
     assert [(f["name"], f["labels"]) for f in listed] == [("greet", {"team": "e2e"})]
     table = daemon.cli("ls").stdout.decode()
