@@ -3,9 +3,11 @@ connect time for what the async queue needs (version, JetStream, max_payload).""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js.errors import APIError
@@ -31,34 +33,55 @@ async def connect(
     reconnect_wait_s: float = 0.25,
     min_max_payload: int = 0,
 ) -> NATS:
-    """Connect and check the server. QueueUnavailable if it cannot be reached now,
-    NatsServerError (with what to do) if it lacks what localfaas needs."""
+    """Connect and check the server. QueueUnavailable if it cannot be reached now (within
+    twice the connect timeout), NatsServerError (with what to do) if it lacks what localfaas
+    needs."""
     shown = _redacted(url)
+    last_error: list[Exception] = []
+    connected = False
 
     async def disconnected() -> None:
-        log.warning("nats disconnected from %s; reconnecting", shown)
+        if connected:  # not for closing a first connection that never came up
+            log.warning("nats disconnected from %s; reconnecting", shown)
 
     async def reconnected() -> None:
         log.info("nats reconnected to %s", shown)
 
     async def error(exc: Exception) -> None:
         # Reconnect attempts report every refused connection; the state lines above suffice.
+        last_error[:] = [exc]
         log.debug("nats client error: %s", exc)
 
+    nc = NATS()
+    # nats-py annotates these as int; fractions of a second work (they go to asyncio).
+    timing: dict[str, Any] = {
+        "connect_timeout": connect_timeout_s,
+        "reconnect_time_wait": reconnect_wait_s,
+    }
     try:
-        nc = await nats.connect(
-            url,
-            name=name,
-            connect_timeout=connect_timeout_s,
-            reconnect_time_wait=reconnect_wait_s,
-            max_reconnect_attempts=-1,
-            allow_reconnect=True,
-            disconnected_cb=disconnected,
-            reconnected_cb=reconnected,
-            error_cb=error,
-        )
+        # With max_reconnect_attempts=-1 nats-py retries the *first* connection for ever too,
+        # so without a bound an unreachable server would never be reported as such.
+        async with asyncio.timeout(2 * connect_timeout_s):
+            await nc.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+                **timing,
+            )
+        connected = True
     except (NatsError, OSError, TimeoutError) as exc:
-        raise QueueUnavailable(f"cannot connect to NATS at {shown}: {exc}") from exc
+        with contextlib.suppress(Exception):
+            await nc.close()
+        reason: BaseException = exc
+        if isinstance(exc, TimeoutError) and last_error:
+            reason = last_error[-1]
+        raise QueueUnavailable(
+            f"cannot connect to NATS at {shown}: {str(reason) or type(reason).__name__}"
+        ) from exc
     try:
         await check_server(nc, shown, min_max_payload=min_max_payload)
     except BaseException:
