@@ -39,6 +39,28 @@ def handle(event, context):
         time.sleep(float(event.query["sleep"]))
     if event.path == "/log":
         print("log line from handler:", event.body.decode(), flush=True)
+    # Async tests. /tmp is writable in every function container; call ids are [A-Za-z0-9_-].
+    call_id = event.headers.get("X-Call-Id", "none")
+    if event.path == "/flaky":
+        # 503 for the first `fail` attempts of each call id, then 200.
+        counter = "/tmp/flaky-" + call_id
+        seen = int(open(counter).read()) if os.path.exists(counter) else 0
+        with open(counter, "w") as f:
+            f.write(str(seen + 1))
+        if seen + 1 <= int(event.query.get("fail", "0")):
+            return {"statusCode": 503, "body": f"failing attempt {seen + 1}"}
+        return {"statusCode": 200, "body": {"attempt": seen + 1}}
+    if event.path.startswith("/attempts/"):
+        # How many times /flaky ran for a call id.
+        counter = "/tmp/flaky-" + event.path.rsplit("/", 1)[1]
+        return open(counter).read() if os.path.exists(counter) else "0"
+    if event.path == "/count":
+        # Every execution appends its call id (after the optional sleep: a finished run).
+        with open("/tmp/count.log", "a") as f:
+            f.write(call_id + "\\n")
+        return {"statusCode": 200, "body": {"counted": call_id}}
+    if event.path == "/counted":
+        return open("/tmp/count.log").read() if os.path.exists("/tmp/count.log") else ""
     return {"statusCode": 200, "body": {"version": os.environ.get("VERSION", "1"), "host": context.hostname}}
 """
 
