@@ -16,7 +16,7 @@ from runtime.errors import InvalidSpec
 from runtime.gateway.parsing import int_arg
 from runtime.gateway.proxy import PREFIX, function_of, limited, split_target
 from runtime.gateway.state import SERVICES, Services
-from runtime.names import check_name
+from runtime.names import DEFAULT_NAMESPACE, check_name
 from runtime.queue.errors import QueueUnavailable
 from runtime.queue.message import Envelope, check_call_id, new_call_id, request_headers
 from runtime.queue.service import AsyncQueue
@@ -84,10 +84,11 @@ async def dead_letters(request: web.Request) -> web.Response:
     query = request.query
     namespace = query.get("namespace") or None
     name = query.get("name") or None
+    if name is not None:  # a function is named in a namespace, the default one if none given
+        check_name(name, "function name")
+        namespace = namespace or DEFAULT_NAMESPACE
     if namespace is not None:
         check_name(namespace, "namespace")
-    if name is not None:
-        check_name(name, "function name")
     after = int_arg(query, "after") or 0
     limit = int_arg(query, "limit")
     limit = 100 if limit is None else limit

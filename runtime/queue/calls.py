@@ -74,15 +74,6 @@ async def queue_depth(js: JetStreamContext, namespace: str, name: str) -> QueueD
     return QueueDepth(int(info.num_pending or 0), int(info.num_ack_pending or 0))
 
 
-async def purge_function(js: JetStreamContext, namespace: str, name: str) -> None:
-    """Drop a deleted function's queued calls (its dead letters stay, for replay after a
-    redeploy)."""
-    try:
-        await js.purge_stream(WORK_STREAM, subject=work_filter(namespace, name))
-    except (NatsError, TimeoutError) as exc:
-        raise QueueUnavailable(f"cannot purge the queue of {name}.{namespace}: {exc}") from exc
-
-
 class Calls:
     def __init__(
         self,

@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDictProxy
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from runtime.config import Settings
@@ -30,13 +32,13 @@ from runtime.queue.callbacks import CallbackGuard, CallbackPolicy, CallbackSende
 from runtime.queue.calls import Calls, QueueDepth
 from runtime.queue.connection import connect
 from runtime.queue.enqueue import Enqueued, Enqueuer, required_max_payload
-from runtime.queue.errors import NatsServerError, QueueUnavailable
+from runtime.queue.errors import CallConflict, CallNotFound, NatsServerError, QueueUnavailable
 from runtime.queue.message import Envelope
 from runtime.queue.metrics import AsyncMetrics
 from runtime.queue.nats_server import EmbeddedNats
 from runtime.queue.retry import RetryPolicy
 from runtime.queue.status import StatusStore
-from runtime.queue.streams import QueueLimits, ensure_layout
+from runtime.queue.streams import WORK_STREAM, QueueLimits, ensure_layout, parse_consumer_name
 from runtime.queue.worker import AsyncWorkers, WorkerOptions
 
 log = logging.getLogger("localfaas.queue")
@@ -103,6 +105,7 @@ def invoke_through(invoker: Invoker, timeout_s: float) -> Callable[[Envelope], A
 @dataclass
 class _Connected:
     nc: NATS
+    js: JetStreamContext
     enqueuer: Enqueuer
     calls: Calls
     workers: AsyncWorkers
@@ -213,6 +216,7 @@ class AsyncQueue:
         self._connected.set()
         log.info("async invocations ready (nats %s)", "embedded" if self._server else "external")
         self._functions.watch(self._function_changed)
+        await self._drain_leftovers(live)
         self._tasks.append(asyncio.create_task(self._bind_loop(live), name="async bindings"))
         self._tasks.append(asyncio.create_task(self._depth_loop(live), name="async depths"))
 
@@ -237,7 +241,24 @@ class AsyncQueue:
         enqueuer = Enqueuer(
             nc, js, max_body_bytes=self._settings.async_max_body_bytes, metrics=self.metrics
         )
-        return _Connected(nc, enqueuer, Calls(nc, js, store), workers)
+        return _Connected(nc, js, enqueuer, Calls(nc, js, store), workers)
+
+    async def _drain_leftovers(self, live: _Connected) -> None:
+        """Consumers of functions deleted while the daemon was down still hold calls: run a
+        worker for each, so those calls end as dead letters (404, replayable after a
+        redeploy) instead of staying queued for ever; the depth loop removes it when empty."""
+        try:
+            consumers = await live.js.consumers_info(WORK_STREAM)
+        except (NatsError, TimeoutError) as exc:
+            log.warning("cannot list async consumers: %s", exc)
+            return
+        for info in consumers:
+            parsed = parse_consumer_name(info.name or "")
+            if parsed is None or self._exists(parsed[1], parsed[0]):
+                continue
+            namespace, name = parsed
+            log.info("draining async calls left for deleted function %s.%s", name, namespace)
+            await live.workers.ensure(namespace, name)
 
     def _function_changed(self, namespace: str, name: str) -> None:
         self._changes.put_nowait((namespace, name))
@@ -309,7 +330,19 @@ class AsyncQueue:
         return self._settings.async_max_body_bytes
 
     async def enqueue(self, env: Envelope) -> Enqueued:
-        return await self._require().enqueuer.enqueue(env)
+        """Store the call. A call id already taken by another function is a conflict (409),
+        not a silent no-op: JetStream's dedupe window spans the whole stream."""
+        live = self._require()
+        result = await live.enqueuer.enqueue(env)
+        if result.duplicate:
+            with contextlib.suppress(CallNotFound):
+                earlier = await live.calls.status(env.call_id)
+                if (earlier.function, earlier.namespace) != (env.function, env.namespace):
+                    raise CallConflict(
+                        f"X-Call-Id {env.call_id} is already used by a call to "
+                        f"{earlier.function_name}; use another id for {env.function_name}"
+                    )
+        return result
 
     @property
     def calls(self) -> Calls:

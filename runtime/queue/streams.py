@@ -36,7 +36,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from runtime.errors import InvalidSpec
-from runtime.names import check_name
+from runtime.names import check_name, is_valid_name
 from runtime.queue.message import check_call_id
 
 WORK_STREAM = "LOCALFAAS_ASYNC"
@@ -60,7 +60,9 @@ class QueueLimits:
     dlq_max_bytes: int = 1024**3
     status_ttl_s: float = 14 * DAY_S
     status_max_bytes: int = 256 * 1024**2
-    ack_wait_s: float = 30.0
+    # A call whose worker died (daemon crash) runs again after this; running calls renew it
+    # with heartbeats every third of it, so it does not bound how long a call may take.
+    ack_wait_s: float = 10.0
     max_ack_pending: int = 10_000
 
     def __post_init__(self) -> None:
@@ -130,6 +132,17 @@ def consumer_name(namespace: str, name: str) -> str:
     """Durable consumer of one function. '_' cannot occur in DNS-1123 names, so the join is
     unambiguous (``a-b``+``c`` and ``a``+``b-c`` differ)."""
     return f"fn_{check_name(namespace, 'namespace')}_{check_name(name, 'function name')}"
+
+
+def parse_consumer_name(consumer: str) -> tuple[str, str] | None:
+    """(namespace, name) of a consumer made by `consumer_name`, None for any other."""
+    prefix, sep, rest = consumer.partition("_")
+    namespace, sep2, name = rest.partition("_")
+    if prefix != "fn" or not sep or not sep2:
+        return None
+    if not (is_valid_name(namespace) and is_valid_name(name)):
+        return None
+    return namespace, name
 
 
 def work_stream_config(limits: QueueLimits) -> StreamConfig:

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from runtime.queue.nats_server import find_binary, render_config
+from runtime.queue.streams import QueueLimits
 from tests.integration.daemon_fixtures import (
     DaemonProcess,
     daemon_factory,  # noqa: F401 - fixture
@@ -45,7 +46,7 @@ MIN_WAIT = "com.openfaas.retry.min_wait"
 MAX_WAIT = "com.openfaas.retry.max_wait"
 # The consumer's ack_wait (runtime/queue/streams.py QueueLimits): a call that was running when
 # its worker died comes back after it. Deadlines for crash tests allow for it.
-ACK_WAIT_S = 30.0
+ACK_WAIT_S = QueueLimits().ack_wait_s
 
 
 # -- helpers ----------------------------------------------------------------------------------

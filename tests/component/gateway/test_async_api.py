@@ -20,9 +20,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from runtime.queue import service
+from runtime.queue.connection import connect
+from runtime.queue.enqueue import Enqueuer
+from runtime.queue.message import Envelope, new_call_id
 from runtime.queue.nats_server import EmbeddedNats
 from runtime.queue.retry import ATTEMPTS, CODES, MAX_WAIT, MIN_WAIT
 from runtime.queue.service import CONCURRENCY_ANNOTATION
+from runtime.queue.streams import WORK_STREAM, QueueLimits, consumer_config, ensure_layout
 from runtime.queue.worker import WorkerOptions
 from tests.component.gateway.conftest import AUTH, Gateway, GatewayFactory
 
@@ -284,7 +288,6 @@ async def test_bad_input_is_refused_and_nothing_is_queued(make_gateway: GatewayF
         ("GET", "/system/async/dead-letters?after=x", AUTH, b"", 400, "after"),
         ("GET", "/system/async/dead-letters?namespace=Bad_NS", AUTH, b"", 400, "namespace"),
         ("GET", "/system/async/dead-letters?name=..%2Fx", AUTH, b"", 400, "function name"),
-        ("GET", "/system/async/dead-letters?name=hello", AUTH, b"", 400, "needs its namespace"),
         ("GET", "/system/async/queues?namespace=Bad_NS", AUTH, b"", 400, "namespace"),
     ]  # fmt: skip
     for method, path, headers, body, status, message in cases:
@@ -630,3 +633,42 @@ async def test_deleted_function_calls_end_as_dead_letters(gw: Gateway) -> None:
     resp = await gw.client.post(f"/system/async/dead-letters/{queued[0]}/replay", headers=AUTH)
     assert resp.status == 202, await resp.text()
     await wait_state(gw, queued[0], "succeeded", replays=1)
+
+
+async def test_calls_left_for_a_function_deleted_while_down_end_as_dead_letters(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """A consumer whose function no longer exists (deleted while the daemon was down) still
+    holds calls: at start-up they get a worker and end dead-lettered instead of queued for ever."""
+    server = EmbeddedNats(tmp_path / "external")
+    await server.start()
+    try:
+        nc = await connect(server.url)
+        js = nc.jetstream()
+        await ensure_layout(js)
+        await js.add_consumer(WORK_STREAM, consumer_config(NS, "ghost", QueueLimits()))
+        enqueuer = Enqueuer(nc, js)
+        ids = [
+            (await enqueuer.enqueue(Envelope(new_call_id(), "ghost", NS, body=b"x"))).call_id
+            for _ in range(2)
+        ]
+        await nc.close()
+
+        gw = await make_gateway(with_async=True, nats_url=server.url, worker_options=WORKERS)
+        for call_id in ids:
+            dead = await wait_state(gw, call_id, "dead-lettered")
+            assert dead["lastStatus"] == 404, dead
+        assert {item["callId"] for item in await dead_letters(gw, "?name=ghost")} == set(ids)
+    finally:
+        await server.stop()
+
+
+async def test_a_call_id_taken_by_another_function_is_a_conflict(gw: Gateway) -> None:
+    await deploy(gw, "other")
+    call_id = await enqueue(gw, "hello", b"first", X_Call_Id="shared-id-1")
+    resp = await post_async(gw, "other", b"second", {"X-Call-Id": "shared-id-1"})
+    assert resp.status == 409, await resp.text()
+    assert "hello.openfaas-fn" in await resp.text()
+    # The same function again is the idempotent retry it always was.
+    again = await post_async(gw, "hello", b"first", {"X-Call-Id": call_id})
+    assert again.status == 202 and again.headers["X-Call-Id"] == call_id

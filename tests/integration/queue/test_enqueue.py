@@ -107,14 +107,11 @@ async def test_kill_9_loses_no_acknowledged_message(queue: Queue) -> None:
         assert await queue.state(call_id) is CallState.QUEUED
 
 
-async def test_depth_and_purge_of_a_function_without_worker(queue: Queue) -> None:
-    from runtime.queue.calls import purge_function
-
+async def test_depth_of_a_function_without_worker(queue: Queue) -> None:
     for _ in range(3):
         await queue.enqueue("gone")
     other = await queue.enqueue("kept")
     depth = await queue.calls.depth("openfaas-fn", "gone")
     assert (depth.pending, depth.in_flight, depth.total) == (3, 0, 3)
-    await purge_function(queue.js, "openfaas-fn", "gone")
-    assert (await queue.calls.depth("openfaas-fn", "gone")).total == 0
+    assert (await queue.calls.depth("openfaas-fn", "kept")).total == 1
     assert await queue.state(other) is CallState.QUEUED

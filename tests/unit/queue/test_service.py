@@ -140,3 +140,11 @@ def test_callback_policy_guards_the_daemons_system_api(
         assert reason is None
     else:
         assert reason is not None and refused in reason
+
+
+def test_consumer_names_round_trip_and_others_are_ignored() -> None:
+    from runtime.queue.streams import consumer_name, parse_consumer_name
+
+    assert parse_consumer_name(consumer_name("openfaas-fn", "a-b")) == ("openfaas-fn", "a-b")
+    for other in ("", "fn_", "fn_ns", "dlq_openfaas-fn_x", "fn_Bad_x", "fn_ns_x_y"):
+        assert parse_consumer_name(other) is None, other
