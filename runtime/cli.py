@@ -110,9 +110,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    status = client_from(args).get_function(args.name, args.namespace)
+    client = client_from(args)
+    status = client.get_function(args.name, args.namespace)
+    triggers = client.connector_bindings(args.name, status.get("namespace") or args.namespace)
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(json.dumps({**status, "triggers": triggers}, indent=2))
         return EXIT_OK
     fields = [
         ("Name", status["name"]),
@@ -126,6 +128,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         ("Labels", ", ".join(f"{k}={v}" for k, v in status.get("labels", {}).items())),
         ("Annotations", ", ".join(f"{k}={v}" for k, v in status.get("annotations", {}).items())),
         ("Secrets", ", ".join(status.get("secrets", []))),
+        ("Triggers", "; ".join(f"{t['connector']} {t['trigger']}" for t in triggers) or "-"),
     ]
     width = max(len(k) for k, _ in fields)
     for key, value in fields:

@@ -123,6 +123,16 @@ class GatewayClient:
         ).json()
         return result
 
+    def connector_bindings(
+        self, name: str | None = None, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Triggers from `GET /system/connectors` (cron, NATS subjects, webhooks, routes)."""
+        query = {k: v for k, v in (("name", name), ("namespace", namespace)) if v}
+        result: list[dict[str, Any]] = self._request(
+            "GET", "/system/connectors", query=query or None
+        ).json()["bindings"]
+        return result
+
     def deploy(self, deployment: dict[str, Any]) -> str:
         """PUT, then POST when the function does not exist yet (as faas-cli does)."""
         try:

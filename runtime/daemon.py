@@ -14,6 +14,9 @@ from contextlib import AsyncExitStack
 import aiohttp
 from aiohttp import web
 
+from connectors.host import ConnectorHost, InvokerDispatch
+from connectors.metrics import ConnectorMetrics
+from connectors.registry import ConnectorContext, default_connectors
 from runtime.config import Settings
 from runtime.credentials import ensure_credentials, instance_id
 from runtime.functions import FunctionManager
@@ -41,6 +44,7 @@ class Daemon:
         self._front: FunctionFront | None = None
         self._functions: FunctionManager | None = None
         self._queue: AsyncQueue | None = None
+        self._connectors: ConnectorHost | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -90,8 +94,29 @@ class Daemon:
         self._queue = queue
         await queue.start()
         self._stack.push_async_callback(queue.close)  # closed before the functions' supervisors
+        context = ConnectorContext(
+            settings=settings,
+            dispatch=InvokerDispatch(invoker, queue, settings.invoke_timeout_s),
+            store=store,
+            secrets=secrets,
+            metrics=ConnectorMetrics(metrics.registry),
+            nats_url=lambda: queue.nats_url,
+        )
+        connectors = ConnectorHost(functions, default_connectors(context))
+        self._connectors = connectors
+        await connectors.start()
+        self._stack.push_async_callback(connectors.close)
         services = Services(
-            settings, store, secrets, provider, functions, invoker, metrics, session, queue
+            settings,
+            store,
+            secrets,
+            provider,
+            functions,
+            invoker,
+            metrics,
+            session,
+            queue,
+            connectors,
         )
         app = build_app(services, BasicAuth(credentials.user, credentials.password))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
@@ -136,7 +161,7 @@ class Daemon:
 
         1. stop accepting connections and mark unready (the listening socket closes);
         2. let in-flight requests finish, up to SHUTDOWN_DRAIN_S;
-        3. stop the async workers (running calls finish up to their drain deadline; unacked
+        3. stop the connectors (no new events: cron, NATS subscriptions), then the async workers (running calls finish up to their drain deadline; unacked
            ones stay in the stream for the next start), close NATS, stop the embedded server;
         4. stop supervisors and event watchers (function containers keep running, to be adopted
            on the next start) — unless --stop-functions, which removes every replica;
@@ -150,8 +175,10 @@ class Daemon:
             if self._front is not None:
                 drains.append(self._front.shutdown(SHUTDOWN_DRAIN_S))  # and the front's
             await asyncio.gather(*drains)
+        if self._connectors is not None:
+            await self._connectors.close()  # step 3
         if self._queue is not None:
-            await self._queue.close()  # step 3
+            await self._queue.close()
         if self.settings.stop_functions and self._functions is not None:
             await self._functions.close()
             await self._functions.remove_all_replicas()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runtime.gateway import async_api, proxy, system
+from runtime.gateway import async_api, connectors_api, proxy, system
 from runtime.gateway.middleware import BasicAuth, errors_middleware
 from runtime.gateway.openapi import openapi_handler
 from runtime.gateway.state import SERVICES, Services
@@ -40,4 +40,5 @@ def build_app(services: Services, auth: BasicAuth) -> web.Application:
     app.router.add_routes(system.routes)
     app.router.add_routes(proxy.routes)
     app.router.add_routes(async_api.routes)
+    app.router.add_routes(connectors_api.routes)
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from connectors.host import ConnectorHost
 from runtime.config import Settings
 from runtime.functions import FunctionManager
 from runtime.invoker import Invoker
@@ -28,6 +29,7 @@ class Services:
     metrics: GatewayMetrics
     session: aiohttp.ClientSession
     queue: AsyncQueue | None = None  # async invocations; None in gateways built without them
+    connectors: ConnectorHost | None = None  # event connectors; None in gateways without them
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

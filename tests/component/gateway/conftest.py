@@ -12,11 +12,16 @@ import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from connectors.base import Connector
+from connectors.host import ConnectorHost, InvokerDispatch
+from connectors.metrics import ConnectorMetrics
+from connectors.registry import ConnectorContext, default_connectors
 from runtime.config import Settings
 from runtime.functions import FunctionManager
 from runtime.gateway.app import build_app
@@ -47,6 +52,7 @@ class Gateway:
     url: str
     front: FunctionFront | None  # None when served by plain aiohttp
     queue: AsyncQueue | None = None  # with_async=True: a real embedded nats-server behind it
+    connectors: ConnectorHost | None = None  # with_connectors=True: default_connectors()
 
     async def deploy(self, name: str = "hello", **extra: object) -> aiohttp.ClientResponse:
         body = {"service": name, "image": "fake/hello:1", **extra}
@@ -91,6 +97,8 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         async_max_body_bytes: int = 1024 * 1024,
         nats_url: str | None = None,
         worker_options: WorkerOptions | None = None,
+        with_connectors: bool | Callable[[ConnectorContext], list[Connector]] = False,
+        settings_overrides: dict[str, Any] | None = None,
     ) -> Gateway:
         settings = Settings(
             state_dir=tmp_path / "state",
@@ -99,6 +107,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             invoke_timeout_s=invoke_timeout_s,
             async_max_body_bytes=async_max_body_bytes,
             nats_url=nats_url,
+            **(settings_overrides or {}),
         )
         store = Store(tmp_path / "state.db")
         secrets = SecretFiles(settings.state_dir)
@@ -123,8 +132,30 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
                 worker_options=worker_options,
             )
             await queue.start()
+        connector_host: ConnectorHost | None = None
+        if with_connectors:
+            context = ConnectorContext(
+                settings=settings,
+                dispatch=InvokerDispatch(invoker, queue, settings.invoke_timeout_s),
+                store=store,
+                secrets=secrets,
+                metrics=ConnectorMetrics(metrics.registry),
+                nats_url=lambda: queue.nats_url if queue is not None else None,
+            )
+            make = with_connectors if callable(with_connectors) else default_connectors
+            connector_host = ConnectorHost(functions, make(context))
+            await connector_host.start()
         services = Services(
-            settings, store, secrets, provider, functions, invoker, metrics, session, queue
+            settings,
+            store,
+            secrets,
+            provider,
+            functions,
+            invoker,
+            metrics,
+            session,
+            queue,
+            connector_host,
         )
         app = build_app(services, BasicAuth("admin", PASSWORD))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -147,6 +178,8 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             if gateway_front is not None:
                 await gateway_front.shutdown(1.0)
             await runner.cleanup()
+            if connector_host is not None:
+                await connector_host.close()
             if queue is not None:
                 await queue.close()
             await functions.close()
@@ -157,7 +190,16 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 
         cleanups.append(cleanup)
         return Gateway(
-            client, provider, functions, store, metrics, upstream, url, gateway_front, queue
+            client,
+            provider,
+            functions,
+            store,
+            metrics,
+            upstream,
+            url,
+            gateway_front,
+            queue,
+            connector_host,
         )
 
     yield factory

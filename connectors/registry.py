@@ -1,0 +1,28 @@
+"""The connectors a daemon runs, and what they are given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from connectors.base import Connector, Dispatch
+from connectors.metrics import ConnectorMetrics
+from runtime.config import Settings
+from runtime.secrets import SecretFiles
+from runtime.store import Store
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    settings: Settings
+    dispatch: Dispatch
+    store: Store  # kv_add/kv_get/kv_put with TTLs: dedupe ids, last fire times
+    secrets: SecretFiles  # webhook keys are function secrets
+    metrics: ConnectorMetrics
+    nats_url: Callable[[], str | None]  # the server async uses (embedded or --nats-url)
+
+
+def default_connectors(ctx: ConnectorContext) -> list[Connector]:
+    """One line per connector; each module keeps its own imports."""
+    found: list[Connector] = []
+    return found
