@@ -144,10 +144,41 @@ def invocation(
     body: Body,
     body_length: int | None,
 ) -> tuple[Invocation, str]:
-    """The Invocation for a `/function/` request, and its X-Start-Time (unix ns). The
-    function gets the caller's end-to-end headers plus the gateway's own."""
+    """The Invocation for a `/function/` request, and its X-Start-Time (unix ns)."""
     target, path, query = split_target(raw_target)
     name, namespace = function_of(target)
+    return function_invocation(
+        services,
+        method,
+        name,
+        namespace,
+        path,
+        query,
+        caller,
+        peer=peer,
+        host=host,
+        body=body,
+        body_length=body_length,
+    )
+
+
+def function_invocation(
+    services: Services,
+    method: str,
+    name: str,
+    namespace: str,
+    path: str,
+    query: str,
+    caller: CallerHeaders,
+    *,
+    peer: str,
+    host: str,
+    body: Body,
+    body_length: int | None,
+) -> tuple[Invocation, str]:
+    """The Invocation of ``name.namespace`` at ``path``?``query`` (both still percent-encoded),
+    and its X-Start-Time (unix ns). The function gets the caller's end-to-end headers plus
+    the gateway's own."""
     start_ns = str(time.time_ns())
     headers = caller.forward
     prior = caller.forwarded_for
@@ -199,6 +230,25 @@ async def limited(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[byt
 @routes.route("*", "/function/{target}")
 @routes.route("*", "/function/{target}/{tail:.*}")
 async def invoke(request: web.Request) -> web.StreamResponse:
+    raw = request.raw_path
+    if not raw.startswith(PREFIX):  # absolute-form request target (`GET http://host/...`)
+        url = request.rel_url
+        raw = url.raw_path + ("?" + url.raw_query_string if url.raw_query_string else "")
+    target, path, query = split_target(raw)
+    name, namespace = function_of(target)
+    return await forward(request, name, namespace, path, query, CallerHeaders.of(request.headers))
+
+
+async def forward(
+    request: web.Request,
+    name: str,
+    namespace: str,
+    path: str,
+    query: str,
+    caller: CallerHeaders,
+) -> web.StreamResponse:
+    """Proxy ``request`` to ``name.namespace`` at ``path``?``query`` and stream the answer back
+    (the `/function/` route and routed friendly paths, see routes_api.py)."""
     services = request.app[SERVICES]
     limit = services.settings.max_body_bytes
     length = request.content_length
@@ -210,15 +260,14 @@ async def invoke(request: web.Request) -> web.StreamResponse:
             body = await request.read()
         else:
             body = limited(request.content, limit)
-    raw = request.raw_path
-    if not raw.startswith(PREFIX):  # absolute-form request target (`GET http://host/...`)
-        url = request.rel_url
-        raw = url.raw_path + ("?" + url.raw_query_string if url.raw_query_string else "")
-    inv, start_ns = invocation(
+    inv, start_ns = function_invocation(
         services,
         request.method,
-        raw,
-        CallerHeaders.of(request.headers),
+        name,
+        namespace,
+        path,
+        query,
+        caller,
         peer=request.remote or "",
         host=request.host,
         body=body,
