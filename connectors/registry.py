@@ -25,4 +25,7 @@ class ConnectorContext:
 def default_connectors(ctx: ConnectorContext) -> list[Connector]:
     """One line per connector; each module keeps its own imports."""
     found: list[Connector] = []
+    from connectors.nats_subjects import NatsSubjects
+
+    found.append(NatsSubjects(ctx))
     return found
