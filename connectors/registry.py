@@ -28,4 +28,7 @@ def default_connectors(ctx: ConnectorContext) -> list[Connector]:
     from connectors.nats_subjects import NatsSubjects
 
     found.append(NatsSubjects(ctx))
+    from connectors.http_routes import HttpRoutes
+
+    found.append(HttpRoutes(ctx))
     return found
