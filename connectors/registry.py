@@ -31,4 +31,7 @@ def default_connectors(ctx: ConnectorContext) -> list[Connector]:
     from connectors.http_routes import HttpRoutes
 
     found.append(HttpRoutes(ctx))
+    from connectors.webhook import WebhookConnector
+
+    found.append(WebhookConnector(ctx))
     return found

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runtime.gateway import async_api, connectors_api, proxy, routes_api, system
+from runtime.gateway import async_api, connectors_api, proxy, routes_api, system, webhook_api
 from runtime.gateway.middleware import BasicAuth, errors_middleware
 from runtime.gateway.openapi import openapi_handler
 from runtime.gateway.state import SERVICES, Services
@@ -41,6 +41,7 @@ def build_app(services: Services, auth: BasicAuth) -> web.Application:
     app.router.add_routes(proxy.routes)
     app.router.add_routes(async_api.routes)
     app.router.add_routes(connectors_api.routes)
+    app.router.add_routes(webhook_api.routes)
     # Last: friendly paths of `com.localfaas.http.route`, for whatever no route above serves.
     app.router.add_route("*", "/{tail:.*}", routes_api.route)
     return app
