@@ -230,7 +230,7 @@ async def test_racing_deploys_are_refused_before_either_binds(
     routes: HttpRoutes, clock: Clock
 ) -> None:
     routes.validate(spec("a", "/x"))
-    with pytest.raises(Conflict, match="a.openfaas-fn"):
+    with pytest.raises(Conflict, match=r"a\.openfaas-fn"):
         routes.validate(spec("b", "/x"))
     # A deploy that failed after validation stops blocking others after CLAIM_S.
     clock.now += CLAIM_S + 1
