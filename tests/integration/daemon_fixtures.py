@@ -61,6 +61,10 @@ def handle(event, context):
         return {"statusCode": 200, "body": {"counted": call_id}}
     if event.path == "/counted":
         return open("/tmp/count.log").read() if os.path.exists("/tmp/count.log") else ""
+    if event.path.startswith("/route-echo"):
+        # HTTP routes: what a friendly path handed to the function.
+        seen = {"path": event.path, "method": event.method, "x": event.query.get("x")}
+        return {"statusCode": 200, "body": {**seen, "prefix": event.headers.get("X-Forwarded-Prefix")}}
     return {"statusCode": 200, "body": {"version": os.environ.get("VERSION", "1"), "host": context.hostname}}
 """
 
