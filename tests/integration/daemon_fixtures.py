@@ -65,6 +65,13 @@ def handle(event, context):
         # HTTP routes: what a friendly path handed to the function.
         seen = {"path": event.path, "method": event.method, "x": event.query.get("x")}
         return {"statusCode": 200, "body": {**seen, "prefix": event.headers.get("X-Forwarded-Prefix")}}
+    if event.headers.get("X-Connector") == "webhook":
+        # Webhooks (always path /): log each run's delivery id; /webhook-log reads the log.
+        with open("/tmp/webhook.log", "a") as f:
+            f.write(event.headers.get("X-Webhook-Id", "") + "\\n")
+        return {"statusCode": 200, "body": {"id": event.headers.get("X-Webhook-Id"), "size": len(event.body)}}
+    if event.path == "/webhook-log":
+        return open("/tmp/webhook.log").read() if os.path.exists("/tmp/webhook.log") else ""
     return {"statusCode": 200, "body": {"version": os.environ.get("VERSION", "1"), "host": context.hostname}}
 """
 
