@@ -451,6 +451,11 @@ class NatsSubjects:
     # -- connection --------------------------------------------------------------------------
 
     @property
+    def streams(self) -> Mapping[str, tuple[str, ...]]:
+        """JetStream streams and their subjects, as last read (empty before the first read)."""
+        return dict(self._streams or {})
+
+    @property
     def is_connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
@@ -563,10 +568,12 @@ class NatsSubjects:
                 await self._start_durable(sub, js)
             else:
                 sub.slots = asyncio.Semaphore(sub.concurrency)
+
+                async def on_message(msg: Msg) -> None:
+                    await self._on_core(sub, msg)
+
                 sub.subscription = await nc.subscribe(
-                    sub.subject,
-                    queue=queue_group(sub.namespace, sub.name),
-                    cb=lambda msg: self._on_core(sub, msg),
+                    sub.subject, queue=queue_group(sub.namespace, sub.name), cb=on_message
                 )
                 sub.state = "subscribed"
                 log.info(
