@@ -63,7 +63,8 @@ DUPLICATE_HEADER = "X-Webhook-Duplicate"
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
 # Set by the connector; a sender's copies are replaced, not passed on.
 _OURS = frozenset({"x-call-id", "x-connector", "x-webhook-scheme", "x-webhook-id"})
-_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-call-id"}
+_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-call-id", "x-webhook-id"}
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
 
 
 class WebhookMisconfigured(LocalFaasError):
@@ -275,12 +276,12 @@ class WebhookConnector:
             if claim == "pending":
                 return Reply(
                     409,
-                    [*ids, ("Retry-After", str(IN_PROGRESS_RETRY_AFTER_S))],
+                    [*ids, _TEXT, ("Retry-After", str(IN_PROGRESS_RETRY_AFTER_S))],
                     f"delivery {delivery_id} is being processed; retry later\n".encode(),
                 )
             return Reply(
                 200 if config.mode == "sync" else 202,
-                [*ids, (DUPLICATE_HEADER, "true")],
+                [*ids, _TEXT, (DUPLICATE_HEADER, "true")],
                 f"duplicate delivery {delivery_id}: already accepted\n".encode(),
             )
         forward = [
@@ -296,6 +297,7 @@ class WebhookConnector:
                 reply = await self._invoke(spec, call_id, forward, body, query)
             else:
                 reply = await self._enqueue(spec, call_id, forward, body, query)
+            reply.headers.append(("X-Webhook-Id", delivery_id))
         except UpstreamTimeout:
             # The function may still be running: a retry must not run it again.
             self._done(scope, delivery_id, call_id)

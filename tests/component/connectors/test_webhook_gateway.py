@@ -100,6 +100,7 @@ async def test_github_sync_answers_with_the_function_and_runs_a_delivery_once(
     call_id = resp.headers["X-Call-Id"]
     assert seen["X-Call-Id"] == call_id and call_id.startswith("wh-")
     assert resp.headers["X-Replica"]  # the function's own headers come back
+    assert resp.headers["X-Webhook-Id"] == "d-1"
     assert started(gw) == 1
 
     again = await post(gw, github())
@@ -107,6 +108,7 @@ async def test_github_sync_answers_with_the_function_and_runs_a_delivery_once(
     assert again.headers["X-Webhook-Duplicate"] == "true"
     assert again.headers["X-Call-Id"] == call_id
     assert "duplicate delivery d-1" in await again.text()
+    assert again.headers["Content-Type"].startswith("text/plain")
     assert started(gw) == 1
     # A new delivery id runs again; the query string reaches the function.
     resp = await gw.client.post(
