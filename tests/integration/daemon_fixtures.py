@@ -72,6 +72,14 @@ def handle(event, context):
         return {"statusCode": 200, "body": {"id": event.headers.get("X-Webhook-Id"), "size": len(event.body)}}
     if event.path == "/webhook-log":
         return open("/tmp/webhook.log").read() if os.path.exists("/tmp/webhook.log") else ""
+    if event.headers.get("X-Connector") == "nats":
+        # NATS subjects (always path /): log each run's X-Msg; /nats-log reads the log.
+        with open("/tmp/nats.log", "a") as f:
+            f.write(event.headers.get("X-Msg", "") + "\\n")
+        body = {"topic": event.headers.get("X-Topic"), "body": event.body.decode()}
+        return {"statusCode": 500 if event.headers.get("X-Fail") else 200, "body": body}
+    if event.path == "/nats-log":
+        return open("/tmp/nats.log").read() if os.path.exists("/tmp/nats.log") else ""
     return {"statusCode": 200, "body": {"version": os.environ.get("VERSION", "1"), "host": context.hostname}}
 """
 
