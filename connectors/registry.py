@@ -25,6 +25,9 @@ class ConnectorContext:
 def default_connectors(ctx: ConnectorContext) -> list[Connector]:
     """One line per connector; each module keeps its own imports."""
     found: list[Connector] = []
+    from connectors.cron import CronConnector
+
+    found.append(CronConnector(ctx))
     from connectors.nats_subjects import NatsSubjects
 
     found.append(NatsSubjects(ctx))
