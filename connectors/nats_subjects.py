@@ -308,6 +308,13 @@ def reply_headers(
     return out
 
 
+def _redacted(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + rest
+
+
 def durable_call_id(stream: str, sequence: int) -> str:
     """The same call id for every delivery of one stream message (a function can dedupe)."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nats-stream:{stream}:{sequence}"))
@@ -362,6 +369,7 @@ class NatsSubjects:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._server_shown: str | None = None  # the URL connected to, without credentials
         self.connected = asyncio.Event()
 
     # -- Connector ---------------------------------------------------------------------------
@@ -425,6 +433,7 @@ class NatsSubjects:
                     "mode": "durable" if sub.durable else "core",
                     "state": sub.state,
                     "concurrency": sub.concurrency,
+                    "server": self._server_shown,
                     **({"stream": sub.stream, "consumer": sub.consumer} if sub.durable else {}),
                 },
             )
@@ -477,6 +486,7 @@ class NatsSubjects:
             wait_s = min(wait_s * 2, CONNECT_MAX_S)
         self._nc = nc
         self._js = nc.jetstream()
+        self._server_shown = _redacted(url)
         log.info("nats connector connected")
         with contextlib.suppress(NatsError, TimeoutError):
             # Streams created, updated or deleted: re-read them (deploy checks, waiting binds).

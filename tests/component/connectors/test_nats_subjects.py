@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +16,7 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.js.api import StreamConfig
 
@@ -357,3 +360,28 @@ async def test_durable_binding_survives_a_restart(env: Env) -> None:
         assert consumer not in names
     finally:
         await again.close()
+
+
+async def test_nats_server_crash_reconnects_and_resubscribes(env: Env) -> None:
+    """The embedded server is killed (its supervisor starts it again on the same port): the
+    connector's connection comes back by itself and the subscription answers again."""
+    assert (await env.gw.deploy("api", annotations={"topic": "api.x"})).status == 202
+    await env.gw.wait_available("api")
+    await env.wait_bound("api", {"api.x"})
+    assert env.gw.queue is not None and env.gw.queue.server is not None
+    server = env.gw.queue.server
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+    async def answers_again() -> bool:
+        if server.pid in (None, pid):
+            return False
+        try:
+            reply = await env.nc.request("api.x", b"", timeout=1)
+        except (NatsError, TimeoutError):
+            return False
+        return reply.headers is not None and reply.headers.get("X-Function-Status") == "200"
+
+    await eventually(answers_again, "a reply after the server restarted", timeout_s=20)
+    assert env.connector.is_connected
