@@ -80,6 +80,14 @@ def handle(event, context):
         return {"statusCode": 500 if event.headers.get("X-Fail") else 200, "body": body}
     if event.path == "/nats-log":
         return open("/tmp/nats.log").read() if os.path.exists("/tmp/nats.log") else ""
+    if event.headers.get("X-Connector") == "cron":
+        # Cron (always path /): log each run as call id|topic|schedule|fire time; /cron-log reads it.
+        h = event.headers
+        with open("/tmp/cron.log", "a") as f:
+            f.write("|".join([call_id, h.get("X-Topic", ""), h.get("X-Schedule", ""), h.get("X-Fire-Time", "")]) + "\\n")
+        return {"statusCode": 200, "body": {"fired": h.get("X-Fire-Time")}}
+    if event.path == "/cron-log":
+        return open("/tmp/cron.log").read() if os.path.exists("/tmp/cron.log") else ""
     return {"statusCode": 200, "body": {"version": os.environ.get("VERSION", "1"), "host": context.hostname}}
 """
 
