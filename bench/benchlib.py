@@ -89,6 +89,27 @@ def run_wrk(url: str, *, connections: int, duration_s: int, threads: int = 1, cp
     return LoadResult(rps, p50, p99, errors)
 
 
+def parse_wrk(out: str) -> LoadResult:
+    """wrk's figures from its ``--latency`` output (errors: non-2xx/3xx plus socket errors)."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in m.groups())
+    return LoadResult(rps, p50, p99, errors)
+
+
+def run_wrk_script(url: str, script: Path, *, connections: int, duration_s: int, threads: int = 1) -> tuple[LoadResult, str]:
+    """wrk with a Lua script (e.g. a POST); returns the figures and wrk's whole output, for
+    whatever the script's ``done`` printed."""
+    cmd = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return parse_wrk(out), out
+
+
 def start(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, cpu: int | None = None) -> subprocess.Popen[bytes]:
     full = list(cmd)
     if cpu is not None and shutil.which("taskset"):

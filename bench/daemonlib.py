@@ -94,11 +94,12 @@ class Daemon:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
 
 
-def start_daemon(*, cpu: int | None = None) -> Daemon:
+def start_daemon(*, cpu: int | None = None, env: dict[str, str] | None = None) -> Daemon:
+    """A daemon on a free port with a fresh state dir; ``env`` adds settings (LOCALFAAS_*)."""
     state_dir = Path(tempfile.mkdtemp(prefix="bench-state-"))
     port = benchlib.free_port()
     cmd = [sys.executable, "-m", "runtime.cli", "up", "--port", str(port), "--state-dir", str(state_dir)]
-    proc = benchlib.start(cmd, cwd=benchlib.ROOT, cpu=cpu, env={"LOCALFAAS_BASE_IMAGE": base_image()})
+    proc = benchlib.start(cmd, cwd=benchlib.ROOT, cpu=cpu, env={"LOCALFAAS_BASE_IMAGE": base_image(), **(env or {})})
     url = f"http://127.0.0.1:{port}"
     benchlib.wait_http(url + "/healthz")
     return Daemon(proc, url, state_dir)
