@@ -56,7 +56,6 @@ _KNOWN = {SCHEME, SECRET, MODE, HEADER, ID_HEADER}
 MODES = ("async", "sync")
 
 DEDUPE_TTL_S = 24 * 3600
-PURGE_EVERY_S = 3600
 IN_PROGRESS_RETRY_AFTER_S = 5
 DUPLICATE_HEADER = "X-Webhook-Duplicate"
 
@@ -163,7 +162,6 @@ class WebhookConnector:
         self._clock = clock
         self._ttl_s = dedupe_ttl_s
         self._bound: dict[tuple[str, str], WebhookConfig] = {}
-        self._purged_at = 0.0
 
     # -- Connector protocol ---------------------------------------------------------------
 
@@ -368,9 +366,6 @@ class WebhookConnector:
         """'claimed' (go ahead), 'done' (a duplicate) or 'pending' (another attempt runs)."""
         store = self._ctx.store
         now = self._clock()
-        if now - self._purged_at > PURGE_EVERY_S:
-            self._purged_at = now
-            store.kv_purge_expired()
         pending = json.dumps({"state": "pending", "at": now, "call": call_id})
         if store.kv_add(scope, delivery_id, pending, ttl_s=self._ttl_s):
             return "claimed"

@@ -34,6 +34,21 @@ from runtime.upstream import UpstreamClient
 
 log = logging.getLogger("localfaas.daemon")
 SHUTDOWN_DRAIN_S = 10.0
+# Expired rows of the store's kv (webhook delivery ids, cron firing claims) are ignored on read;
+# this only keeps the table from growing.
+KV_PURGE_EVERY_S = 600.0
+
+
+async def purge_expired_kv(store: Store, every_s: float = KV_PURGE_EVERY_S) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            removed = store.kv_purge_expired()
+        except Exception as exc:  # a locked or full disk must not end the loop
+            log.warning("expired state entries not purged: %s", exc)
+            continue
+        if removed:
+            log.info("purged %d expired state entries (delivery ids, cron claims)", removed)
 
 
 class Daemon:
@@ -58,6 +73,8 @@ class Daemon:
             )
         store = Store(state_dir / "state.db")
         self._stack.callback(store.close)
+        housekeeping = asyncio.create_task(purge_expired_kv(store), name="kv purge")
+        self._stack.push_async_callback(_cancel, housekeeping)
         secrets = SecretFiles(state_dir)
         provider = DockerProvider(instance_id(state_dir), url=settings.docker_url)
         self._stack.push_async_callback(provider.close)
@@ -184,6 +201,12 @@ class Daemon:
             await self._functions.remove_all_replicas()
         await self._stack.aclose()  # steps 4 and 5, in reverse order of creation
         log.info("stopped")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def serve(settings: Settings) -> None:
