@@ -323,6 +323,14 @@ async def test_durable_binding_survives_a_restart(env: Env) -> None:
     assert [h["X-Delivery-Attempt"] for h in attempts] == ["1", "2"]
     assert attempts[0]["X-Call-Id"] == attempts[1]["X-Call-Id"]
 
+    async def all_acked() -> bool:
+        info = await js.consumer_info(stream, consumer)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    # The recorder sees the second attempt before its ack goes out; a restart in between would
+    # (rightly) run it again, so wait for the ack first.
+    await eventually(all_acked, "the retried message acked")
+
     # "Restart": the connector goes away, messages arrive meanwhile, a new one resumes.
     await env.connector.close()
     for i in range(20):
@@ -341,10 +349,6 @@ async def test_durable_binding_survives_a_restart(env: Env) -> None:
         assert all(
             echo and echo["headers"]["X-Topic"].startswith("orders.") for _, echo in recorder.seen
         )
-
-        async def all_acked() -> bool:
-            info = await js.consumer_info(stream, consumer)
-            return info.num_pending == 0 and info.num_ack_pending == 0
 
         await eventually(all_acked, "every message acked")
         assert "flaky" not in ids()  # acked before the restart: not run again
