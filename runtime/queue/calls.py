@@ -106,7 +106,7 @@ class Calls:
                     queued.enqueued_at,
                     queued.enqueued_at,
                 )
-            # The bucket and the dead letters age out together by default; a dead letter must
+            # Status records and dead letters age out together by default; a dead letter must
             # stay visible even if its status record went first.
             letter = await dlq.find_dead_letter(self._js, call_id)
         except (NatsError, TimeoutError) as exc:

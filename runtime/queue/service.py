@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from runtime.queue.message import Envelope
 from runtime.queue.metrics import AsyncMetrics
 from runtime.queue.nats_server import EmbeddedNats
 from runtime.queue.retry import RetryPolicy
-from runtime.queue.status import StatusStore
+from runtime.queue.status_sqlite import SqliteStatusStore
 from runtime.queue.streams import WORK_STREAM, QueueLimits, ensure_layout, parse_consumer_name
 from runtime.queue.worker import AsyncWorkers, WorkerOptions
 
@@ -50,6 +51,8 @@ DEPTH_REFRESH_S = 2.0
 FIRST_CONNECT_WAIT_S = 10.0
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
+STATUS_DB = "async-calls.db"
+STATUS_PURGE_EVERY_S = 3600.0
 
 
 def async_concurrency(spec: FunctionSpec, replicas: int) -> int:
@@ -144,6 +147,7 @@ class AsyncQueue:
         self._changes: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._connected = asyncio.Event()
         self.problem: str | None = "the async queue is starting"
+        self._status: SqliteStatusStore | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -186,6 +190,9 @@ class AsyncQueue:
         if self._server is not None:
             await self._server.stop()
             self._server = None
+        if self._status is not None:
+            self._status.close()
+            self._status = None
 
     @property
     def nats_url(self) -> str | None:
@@ -227,7 +234,7 @@ class AsyncQueue:
         except BaseException:
             await nc.close()
             raise
-        store = StatusStore(layout.status)
+        store = self._status_store(layout.limits)
         callbacks = CallbackSender(self._session, self.guard)
         workers = AsyncWorkers(
             nc,
@@ -263,6 +270,14 @@ class AsyncQueue:
     def _function_changed(self, namespace: str, name: str) -> None:
         self._changes.put_nowait((namespace, name))
 
+    def _status_store(self, limits: QueueLimits) -> SqliteStatusStore:
+        if self._status is None:
+            self._settings.state_dir.mkdir(parents=True, exist_ok=True)
+            self._status = SqliteStatusStore(
+                self._settings.state_dir / STATUS_DB, ttl_s=limits.status_ttl_s
+            )
+        return self._status
+
     async def _bind_loop(self, live: _Connected) -> None:
         """Apply function changes to the workers, one at a time, in order."""
         while True:
@@ -288,8 +303,12 @@ class AsyncQueue:
 
     async def _depth_loop(self, live: _Connected) -> None:
         """Queue-depth gauges, and the end of workers whose function is gone and drained."""
+        purged_at = time.monotonic()
         while True:
             await asyncio.sleep(DEPTH_REFRESH_S)
+            if self._status is not None and time.monotonic() - purged_at > STATUS_PURGE_EVERY_S:
+                purged_at = time.monotonic()
+                self._status.purge_expired()
             try:
                 depths = await live.workers.refresh_depths()
             except Exception as exc:

@@ -1,4 +1,4 @@
-"""Call status: one record per call id in the KV bucket, changed with compare-and-set.
+"""Call status: one record per call id in the status store, changed with compare-and-set.
 
 A call has no record while it waits for its first attempt (enqueue is one durable write, not
 two); then it is found by its subject in the work stream and reported as ``queued``. The worker
@@ -11,12 +11,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
-
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-
-from runtime.queue.message import check_call_id
+from typing import Any, Protocol
 
 MAX_HISTORY = 50
 MAX_ERROR_CHARS = 300
@@ -130,32 +125,21 @@ class CallStatus:
         return cls(**data)
 
 
-class StatusStore:
-    """CAS access to the status bucket. ``None`` results mean "lost the race; read again"."""
+class StatusStore(Protocol):
+    """Compare-and-set access to call statuses (runtime/queue/status_sqlite.py).
 
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
+    ``None`` results mean "lost the race; read again"."""
 
-    async def get(self, call_id: str) -> tuple[CallStatus, int] | None:
-        try:
-            entry = await self._kv.get(check_call_id(call_id))
-        except KeyNotFoundError:
-            return None
-        if entry.value is None or entry.revision is None:
-            return None
-        return CallStatus.decode(entry.value), entry.revision
+    async def get(self, call_id: str) -> tuple[CallStatus, int] | None: ...
 
     async def create(self, status: CallStatus) -> int | None:
-        try:
-            return await self._kv.create(status.call_id, status.encode())
-        except KeyWrongLastSequenceError:
-            return None
+        """Store a first record; None if one exists."""
+        ...
 
     async def update(self, status: CallStatus, revision: int) -> int | None:
-        try:
-            return await self._kv.update(status.call_id, status.encode(), last=revision)
-        except KeyWrongLastSequenceError:
-            return None
+        """Replace the record if it is still at ``revision``; None otherwise."""
+        ...
 
     async def put(self, status: CallStatus) -> int:
-        return await self._kv.put(status.call_id, status.encode())
+        """Store unconditionally."""
+        ...

@@ -4,7 +4,7 @@
   **WorkQueue** retention. An acked message is removed, so the stream holds exactly the backlog:
   its limits (max messages / bytes, discard *new*) make "queue full" a real, refusable state
   (→ 503) instead of silently evicting accepted calls, and queue depth is the consumer's pending
-  count. Nothing needs an acked message again: outcomes live in the status bucket, failures in
+  count. Nothing needs an acked message again: outcomes live in the status store, failures in
   the dead-letter stream. The ``Nats-Msg-Id`` dedupe map outlives the removal of the message
   (checked against the server), so a client retry within ``duplicate_window`` is dropped.
   WorkQueue also lets at most one consumer own each subject: one worker per function.
@@ -12,7 +12,7 @@
   at enqueue time (``last_by_subj`` with wildcards for ``<ns>.<fn>``).
 - ``LOCALFAAS_ASYNC_DLQ`` (dead letters): ``localfaas.dlq.<ns>.<fn>.<call-id>``, Limits
   retention with a max age; dead letters leave by replay (deleted) or by age.
-- KV bucket ``localfaas-calls``: one key per call id, the call's status record.
+- Call status records are not in JetStream: see status_sqlite.py for why.
 
 Every name is built from names that passed ``check_name`` / ``check_call_id`` only.
 """
@@ -27,13 +27,11 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
-    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError
-from nats.js.kv import KeyValue
+from nats.js.errors import NotFoundError
 
 from runtime.errors import InvalidSpec
 from runtime.names import check_name, is_valid_name
@@ -41,7 +39,6 @@ from runtime.queue.message import check_call_id
 
 WORK_STREAM = "LOCALFAAS_ASYNC"
 DLQ_STREAM = "LOCALFAAS_ASYNC_DLQ"
-STATUS_BUCKET = "localfaas-calls"
 WORK_PREFIX = "localfaas.async"
 DLQ_PREFIX = "localfaas.dlq"
 
@@ -59,7 +56,6 @@ class QueueLimits:
     dlq_max_age_s: float = 14 * DAY_S
     dlq_max_bytes: int = 1024**3
     status_ttl_s: float = 14 * DAY_S
-    status_max_bytes: int = 256 * 1024**2
     # A call whose worker died (daemon crash) runs again after this; running calls renew it
     # with heartbeats every third of it, so it does not bound how long a call may take.
     ack_wait_s: float = 10.0
@@ -180,18 +176,6 @@ def dlq_stream_config(limits: QueueLimits) -> StreamConfig:
     )
 
 
-def status_bucket_config(limits: QueueLimits) -> KeyValueConfig:
-    return KeyValueConfig(
-        bucket=STATUS_BUCKET,
-        description="localfaas async call status",
-        history=1,
-        ttl=limits.status_ttl_s,
-        max_bytes=limits.status_max_bytes,
-        storage=StorageType.FILE,
-        direct=True,
-    )
-
-
 def consumer_config(namespace: str, name: str, limits: QueueLimits) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=consumer_name(namespace, name),
@@ -210,12 +194,11 @@ def consumer_config(namespace: str, name: str, limits: QueueLimits) -> ConsumerC
 @dataclass(frozen=True)
 class Layout:
     js: JetStreamContext
-    status: KeyValue
     limits: QueueLimits
 
 
 async def ensure_layout(js: JetStreamContext, limits: QueueLimits | None = None) -> Layout:
-    """Create the streams and the bucket, or bring their configs up to date. Idempotent."""
+    """Create the streams, or bring their configs up to date. Idempotent."""
     limits = limits or QueueLimits()
     for config in (work_stream_config(limits), dlq_stream_config(limits)):
         assert config.name is not None
@@ -225,8 +208,4 @@ async def ensure_layout(js: JetStreamContext, limits: QueueLimits | None = None)
             await js.add_stream(config)
         else:
             await js.update_stream(config)
-    try:
-        status = await js.key_value(STATUS_BUCKET)
-    except BucketNotFoundError:
-        status = await js.create_key_value(status_bucket_config(limits))
-    return Layout(js, status, limits)
+    return Layout(js, limits)

@@ -1,6 +1,6 @@
 """Async workers: one JetStream pull consumer per function, a bounded number of calls at once.
 
-Per message: claim the call in the status bucket (compare-and-set, so a cancelled, finished or
+Per message: claim the call in the status store (compare-and-set, so a cancelled, finished or
 concurrently running call is skipped), keep the lease alive with ``in_progress`` while it runs,
 decide with the pure retry policy, then either ``nak(delay)`` for a retry, or record the final
 outcome (dead letter first when attempts are exhausted), POST the callback, and only then ack.
@@ -303,7 +303,7 @@ class FunctionWorker:
             raise
         except (NatsError, TimeoutError) as exc:
             # NATS went away mid-call: the message comes back after ack_wait (or sooner, after
-            # a nak); the status bucket lets the next delivery tell a finished call from one
+            # a nak); the status store lets the next delivery tell a finished call from one
             # that still has to run.
             log.warning("async call on %s left unacked: %s", self.function_name, exc)
         except Exception:

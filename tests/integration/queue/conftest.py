@@ -28,6 +28,7 @@ from runtime.queue.message import Envelope, new_call_id
 from runtime.queue.nats_server import EmbeddedNats, find_binary
 from runtime.queue.retry import RetryPolicy
 from runtime.queue.status import CallState, CallStatus, StatusStore
+from runtime.queue.status_sqlite import SqliteStatusStore
 from runtime.queue.streams import QueueLimits, ensure_layout
 from runtime.queue.worker import AsyncWorkers, WorkerOptions
 
@@ -196,8 +197,13 @@ async def make_queue(nats_server: EmbeddedNats) -> AsyncIterator[QueueFactory]:
             nc = await connect(nats_server.url, reconnect_wait_s=0.05)
             stack.push_async_callback(nc.close)
             js = nc.jetstream()
-            layout = await ensure_layout(js, qlimits)
-            store = StatusStore(layout.status)
+            await ensure_layout(js, qlimits)
+            # One status file per test: a second queue made in a test is the same daemon
+            # restarted, which finds the statuses the first one wrote.
+            store = SqliteStatusStore(
+                nats_server.dir.parent / "async-calls.db", ttl_s=qlimits.status_ttl_s
+            )
+            stack.callback(store.close)
             session = aiohttp.ClientSession()
             stack.push_async_callback(session.close)
             return Queue(

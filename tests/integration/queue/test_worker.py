@@ -155,7 +155,8 @@ async def test_dead_letter_visible_without_status_record(queue: Queue) -> None:
     await workers.ensure("openfaas-fn", "hello")
     await queue.enqueue(call_id=call_id)
     await queue.wait_state(call_id, CallState.DEAD_LETTERED)
-    await queue.store._kv.purge(call_id)
+    # The status record aged out before the dead letter did.
+    queue.store._db.execute("DELETE FROM call_status WHERE call_id = ?", (call_id,))  # type: ignore[attr-defined]
     status = await queue.calls.status(call_id)
     assert status.state is CallState.DEAD_LETTERED and status.attempts == 1
     # and replay still works from the letter alone

@@ -19,7 +19,6 @@ from runtime.queue.streams import (
     dlq_stream_config,
     dlq_subject,
     parse_subject,
-    status_bucket_config,
     work_call_filter,
     work_filter,
     work_stream_config,
@@ -89,14 +88,11 @@ def test_work_stream_is_a_bounded_durable_work_queue() -> None:
     assert config.allow_direct
 
 
-def test_dlq_and_bucket_age_out() -> None:
+def test_dlq_ages_out() -> None:
     limits = QueueLimits()
     dlq = dlq_stream_config(limits)
     assert dlq.retention is RetentionPolicy.LIMITS and dlq.discard is DiscardPolicy.OLD
     assert dlq.max_age == 14 * 24 * 3600
-    bucket = status_bucket_config(limits)
-    assert bucket.history == 1 and bucket.ttl == 14 * 24 * 3600
-    assert bucket.storage is StorageType.FILE
 
 
 def test_consumer_leaves_attempt_counting_to_the_worker() -> None:

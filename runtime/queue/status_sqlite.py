@@ -1,0 +1,93 @@
+"""Call status records in a local SQLite file, behind the compare-and-set `StatusStore` interface.
+
+Why not a JetStream KV bucket (the first design): with fsync before ack every KV write is one more synchronous disk flush
+on the same path as the accepted calls themselves, and each call writes its status two or three
+times. The call itself (the thing that must never be lost) stays in JetStream, fsynced; its
+status is bookkeeping on one host. WAL with `synchronous=NORMAL` keeps every committed write
+across a crash of the daemon (SIGKILL included); only a power loss can take the last moments of
+status, and then the JetStream message (or dead letter) still holds the call.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from runtime.queue.message import check_call_id
+from runtime.queue.status import CallStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS call_status (
+    call_id TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS call_status_expiry ON call_status (expires_at);
+"""
+
+
+class SqliteStatusStore:
+    """CAS access to call statuses. ``None`` results mean "lost the race; read again".
+
+    Revisions count up per call from 1; a record older than ``ttl_s`` reads as absent."""
+
+    def __init__(
+        self, path: Path | str, *, ttl_s: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._ttl_s = ttl_s
+        self._clock = clock
+
+    def close(self) -> None:
+        self._db.close()
+
+    async def get(self, call_id: str) -> tuple[CallStatus, int] | None:
+        row = self._db.execute(
+            "SELECT data, revision FROM call_status WHERE call_id = ? AND expires_at > ?",
+            (check_call_id(call_id), self._clock()),
+        ).fetchone()
+        if row is None:
+            return None
+        return CallStatus.decode(row[0]), int(row[1])
+
+    async def create(self, status: CallStatus) -> int | None:
+        # No await between the statements: nothing else runs on the daemon's loop meanwhile.
+        now = self._clock()
+        self._db.execute(
+            "DELETE FROM call_status WHERE call_id = ? AND expires_at <= ?", (status.call_id, now)
+        )
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO call_status (call_id, revision, data, expires_at) "
+            "VALUES (?, 1, ?, ?)",
+            (status.call_id, status.encode(), now + self._ttl_s),
+        )
+        return 1 if cursor.rowcount == 1 else None
+
+    async def update(self, status: CallStatus, revision: int) -> int | None:
+        now = self._clock()
+        cursor = self._db.execute(
+            "UPDATE call_status SET revision = revision + 1, data = ?, expires_at = ? "
+            "WHERE call_id = ? AND revision = ? AND expires_at > ?",
+            (status.encode(), now + self._ttl_s, status.call_id, revision, now),
+        )
+        return revision + 1 if cursor.rowcount == 1 else None
+
+    async def put(self, status: CallStatus) -> int:
+        now = self._clock()
+        row = self._db.execute(
+            "INSERT INTO call_status (call_id, revision, data, expires_at) VALUES (?, 1, ?, ?) "
+            "ON CONFLICT (call_id) DO UPDATE SET revision = revision + 1, "
+            "data = excluded.data, expires_at = excluded.expires_at RETURNING revision",
+            (status.call_id, status.encode(), now + self._ttl_s),
+        ).fetchone()
+        return int(row[0])
+
+    def purge_expired(self) -> int:
+        cursor = self._db.execute("DELETE FROM call_status WHERE expires_at <= ?", (self._clock(),))
+        return cursor.rowcount
