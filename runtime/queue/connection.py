@@ -41,7 +41,8 @@ async def connect(
     connected = False
 
     async def disconnected() -> None:
-        if connected:  # not for closing a first connection that never came up
+        # Not for closing a first connection that never came up, nor for our own close().
+        if connected and not nc.is_closed:
             log.warning("nats disconnected from %s; reconnecting", shown)
 
     async def reconnected() -> None:
