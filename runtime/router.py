@@ -24,6 +24,10 @@ class ReplicaState(enum.Enum):
     GONE = "gone"
 
 
+# As a plain name for `pick`: an Enum class attribute lookup goes through EnumType.__getattr__.
+_READY = ReplicaState.READY
+
+
 @dataclass(eq=False)
 class ReplicaHandle:
     """A replica as the router sees it: where to reach it, its state and its in-flight count."""
@@ -124,7 +128,7 @@ class ReplicaPool:
         taking all of it until its count catches up."""
         best: ReplicaHandle | None = None
         for handle in self._replicas.values():
-            if handle.state is not ReplicaState.READY:
+            if handle.state is not _READY:
                 continue
             if best is None or (handle.in_flight, handle.last_pick) < (
                 best.in_flight,

@@ -30,7 +30,7 @@ INLINE_BYTES = 64 * 1024
 
 # Set by the gateway itself; the caller's copies are replaced, not passed on.
 REQUEST_DROP = HOP_BY_HOP | {"host", "x-forwarded-for", "x-forwarded-host", "x-start-time"}
-_RESPONSE_DROP = HOP_BY_HOP | {"x-call-id", "x-start-time"}
+RESPONSE_DROP = HOP_BY_HOP | {"x-call-id", "x-start-time"}
 # `name[.namespace]` → (name, namespace) for targets that passed validation: the same few
 # names come in on every request. Bounded: cleared when full.
 _TARGETS: dict[str, tuple[str, str]] = {}
@@ -75,7 +75,7 @@ class CallerHeaders:
 def response_headers(
     upstream: UpstreamResponse, call_id: str, start_ns: str
 ) -> list[tuple[str, str]]:
-    drop = _RESPONSE_DROP
+    drop = RESPONSE_DROP
     if upstream.content_length is None:
         # A chunked or read-to-close body goes out chunked: a stray length would contradict it.
         drop = drop | {"content-length"}

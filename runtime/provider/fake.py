@@ -144,6 +144,8 @@ async def _fake_path(request: web.Request, container: FakeContainer) -> web.Stre
 
     - `stream?n=3&delay_ms=100`: chunked body, a line `chunk <i>` every delay;
     - `sleep?ms=500`: answer 200 after that long;
+    - `slowbody?delay_ms=200`: a body of known length (`first second`), its second half sent
+      that much later than the head;
     - `status?code=302&h=Name:value&...`: that status and those response headers, body `status`.
     """
     query = request.query
@@ -156,6 +158,15 @@ async def _fake_path(request: web.Request, container: FakeContainer) -> web.Stre
             if i:
                 await asyncio.sleep(int(query.get("delay_ms", "100")) / 1000)
             await response.write(f"chunk {i}\n".encode())
+        await response.write_eof()
+        return response
+    if action == "slowbody":
+        response = web.StreamResponse(headers={"X-Replica": container.name})
+        response.content_length = len(b"first second")
+        await response.prepare(request)
+        await response.write(b"first ")
+        await asyncio.sleep(int(query.get("delay_ms", "200")) / 1000)
+        await response.write(b"second")
         await response.write_eof()
         return response
     if action == "sleep":

@@ -42,11 +42,17 @@ class BodyStream:
         if self._size > HIGH_WATER_BYTES and not self._paused:
             self._paused = True
             self._flow.pause_reading()
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
-    def feed_eof(self) -> None:
+    def feed_eof(self, last: bytes = b"") -> None:
+        """The end of the body, after ``last`` (its final piece, if any)."""
+        if last:
+            self._chunks.append(last)
+            self._size += len(last)
         self._eof = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def set_exception(self, exc: BaseException) -> None:
         if not self._eof and self._exc is None:
@@ -84,6 +90,16 @@ class BodyStream:
             self._paused = False
             self._flow.resume_reading()
         return data
+
+    def take_all(self) -> bytes | None:
+        """The whole body, if it has all arrived (and no error came): without waiting."""
+        if not self._eof:
+            return None
+        chunks = self._chunks
+        if len(chunks) == 1 and not self._paused:
+            self._size = 0
+            return chunks.pop()
+        return self._take() if chunks else b""
 
     async def readany(self) -> bytes:
         """Whatever has arrived (waiting for something); b"" at the end of the body."""

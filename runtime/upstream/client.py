@@ -1,6 +1,8 @@
 """A lean HTTP/1.1 client for gateway → replica: pooled keep-alive connections on asyncio
 Protocols, one `transport.write` per request head (plus body when it is in memory), responses
-parsed as they arrive and streamed to the caller.
+parsed as they arrive and streamed to the caller. `UpstreamClient.start` tells a callback when
+the head is in (the gateway's front needs no task or future per request that way);
+`UpstreamClient.request` awaits it.
 
 Why not aiohttp's ClientSession: on the proxy path it cost more CPU than the gateway's whole
 server side (URL objects, request/response classes, tracing, cookie jar, timers per request),
@@ -13,27 +15,43 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterable, Coroutine, Iterable
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
+from functools import partial
 from typing import Any, cast
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
-from runtime.upstream.body import BodyStream
+from runtime.upstream.body import BodyStream, ReadFlow
 from runtime.upstream.http1 import (
     MAX_HEAD_BYTES,
     ChunkedDecoder,
     Framing,
     ProtocolError,
+    ResponseHead,
     encode_request_head,
     parse_response_head,
 )
 
 RequestBody = bytes | AsyncIterable[bytes] | None
+OnHead = Callable[[BaseException | None], None]
 
 # RFC 9110 §9.2.2: a request with one of these methods may be sent again after the connection
 # broke before any answer, as aiohttp does on reused connections.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+# Members as plain names: looking one up on its Enum class goes through EnumType.__getattr__.
+_NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = Framing
+_NO_HEAD = ResponseHead(0, b"000 ", b"", 0, _NONE, None, False)
+
+
+class _NoFlow:
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+_NO_FLOW = _NoFlow()
 # One copy of head+body beats two writes (two syscalls) up to about this size.
 _COALESCE_BYTES = 16 * 1024
 # Deadlines are checked this often rather than with a timer per request: a uvloop timer costs
@@ -42,37 +60,77 @@ _COALESCE_BYTES = 16 * 1024
 DEADLINE_TICK_S = 0.1
 
 
+def settle_waiter(waiter: asyncio.Future[None], exc: BaseException | None) -> None:
+    """An ``on_head`` for whoever awaits ``waiter`` (``partial(settle_waiter, waiter)``)."""
+    if not waiter.done():
+        if exc is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(exc)
+
+
 class UpstreamDisconnected(ConnectionError):
     """The replica closed the connection before the response was complete."""
 
 
-class _Stale(ConnectionError):
-    """A reused keep-alive connection was found closed before any answer: safe to retry."""
+class UpstreamResponse(BodyStream):
+    """One exchange with a replica: status and headers of its answer once the head is in;
+    the body streams through ``content`` (the response itself: one object per exchange)."""
 
+    __slots__ = ("_conn", "_connecting", "_headers", "_on_head", "content_length", "head", "status")
 
-class UpstreamResponse:
-    """Status and headers of a replica's answer; the body streams through ``content``."""
-
-    __slots__ = ("_conn", "content", "content_length", "headers", "reason", "status")
-
-    def __init__(self, conn: _Connection, content: BodyStream) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_head: OnHead) -> None:
+        # BodyStream's state, set here rather than through its __init__ (one call fewer).
+        self._loop = loop
+        self._flow: ReadFlow = _NO_FLOW  # the connection, once the request goes out on one
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
         self.status = 0
-        self.reason = ""
-        self.headers = _EMPTY_HEADERS
+        self.head = _NO_HEAD  # as parsed: the fields stay bytes until `headers` is asked for
+        self._headers: CIMultiDictProxy[str] | None = None
         # Body bytes still to come; None when only the end of the stream will tell.
         self.content_length: int | None = None
-        self.content = content
-        self._conn: _Connection | None = conn
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._on_head: OnHead | None = on_head
 
-    async def read(self) -> bytes:
-        return await self.content.read()
+    @property
+    def content(self) -> BodyStream:
+        return self
+
+    @property
+    def reason(self) -> str:
+        return self.head.reason
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = self.head.headers
+        return headers
 
     def release(self) -> None:
-        """Done with this response: a connection still busy with it cannot be reused."""
+        """Done with this exchange (at any point): a connection still busy with it cannot be
+        reused, and ``on_head`` is not called any more."""
+        self._on_head = None
+        task = self._connecting
+        if task is not None:
+            self._connecting = None
+            task.cancel()
         conn = self._conn
         if conn is not None:
             self._conn = None
             conn.abandon()
+
+    def _tell(self, exc: BaseException | None) -> None:
+        on_head = self._on_head
+        if on_head is not None:
+            self._on_head = None
+            on_head(exc)
 
 
 class _Connection(asyncio.Protocol):
@@ -89,11 +147,14 @@ class _Connection(asyncio.Protocol):
         self.deadline = 0.0
         self._response: UpstreamResponse | None = None
         self._method = "GET"
-        self._head_waiter: asyncio.Future[None] | None = None
+        # What went out, for one more try on a fresh connection if this one turns out stale
+        # (only when that is safe: see `_retry`).
+        self._head = b""
+        self._body: RequestBody = None
         self._head_buf = b""
         self._in_head = False
         self._got_bytes = False
-        self._framing = Framing.NONE
+        self._framing = _NONE
         self._remaining = 0
         self._chunks: ChunkedDecoder | None = None
         self._keep_alive = False
@@ -117,16 +178,17 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         self._client.untrack(self)
         self._wake_drain()
-        if self._response is None:
+        response = self._response
+        if response is None:
             self._client.forget(self)
             return
         if self._in_head:
             if not self._got_bytes and self.served:
-                self._fail(_Stale("reused connection was closed by the replica"))
+                self._retry(response)
             else:
                 self._fail(UpstreamDisconnected("replica closed the connection before answering"))
         elif not self._response_done:
-            if self._framing is Framing.UNTIL_CLOSE:
+            if self._framing is _UNTIL_CLOSE:
                 self._body_done()
             else:
                 self._fail(UpstreamDisconnected("replica closed the connection mid-body"))
@@ -154,27 +216,45 @@ class _Connection(asyncio.Protocol):
             rest = self._parse_head(response, data)
             if rest is None:
                 return
-            data = rest
-        if data:
+            # The body bytes that came with the head go in first, so whoever is told about
+            # the head mostly finds the whole (small) body there already.
+            if rest:
+                self._feed_body(response, rest)
+            on_head = response._on_head
+            if on_head is not None:
+                response._on_head = None
+                on_head(None)
+        elif data:
             self._feed_body(response, data)
 
     # -- exchange --------------------------------------------------------------------------
 
-    async def exchange(
-        self, head: bytes, body: RequestBody, body_length: int | None, method: str, deadline: float
-    ) -> UpstreamResponse:
+    def send(
+        self,
+        response: UpstreamResponse,
+        head: bytes,
+        body: RequestBody,
+        body_length: int | None,
+        method: str,
+        deadline: float,
+    ) -> None:
+        """Start ``response``'s exchange on this (idle) connection."""
         transport = self.transport
         assert transport is not None and self._response is None
-        loop = self._loop
-        response = UpstreamResponse(self, BodyStream(loop, self))
         self._response = response
+        response._conn = self
+        response._flow = self
         self._method = method
+        self._head = head
+        self._body = body
         self._in_head = True
         self._got_bytes = False
         self._response_done = False
-        self._head_waiter = waiter = loop.create_future()
         self.deadline = deadline
-        self._client.track(self)
+        client = self._client
+        client._active.add(self)  # its deadline is watched from now
+        if client._ticker is None:
+            client.start_ticker()
         if body is None:
             transport.write(head)
             self._request_sent = True
@@ -188,20 +268,33 @@ class _Connection(asyncio.Protocol):
             self._request_sent = False
             transport.write(head)
             self._upload = self._client.spawn(self._send_body(body, body_length))
-        try:
-            await waiter
-        except BaseException:
-            # Whoever failed the waiter already cleared it; on cancellation it is still ours.
-            # (After a success this connection may already carry the next exchange: touch
-            # nothing of it here.)
-            if self._head_waiter is waiter:
-                self._head_waiter = None
-            response.release()
-            raise
-        return response
+
+    def _retry(self, response: UpstreamResponse) -> None:
+        """This reused connection was closed before any answer: the request goes once more on
+        a fresh connection if sending it twice is safe (RFC 9110 §9.2.2), as aiohttp does."""
+        body = self._body
+        self._response = None
+        response._conn = None
+        if self._method in _IDEMPOTENT and (body is None or isinstance(body, bytes)):
+            self._client.connect_and_send(
+                self.key,
+                response,
+                self._head,
+                body,
+                None if body is None else len(body),
+                self._method,
+                self.deadline,
+            )
+        else:
+            response._tell(
+                UpstreamDisconnected(
+                    "replica closed a kept-alive connection as the request was sent"
+                )
+            )
 
     def _parse_head(self, response: UpstreamResponse, data: bytes) -> bytes | None:
-        """Consume head bytes; returns what follows the head, or None while it is incomplete."""
+        """Consume head bytes; returns what follows the head, or None while it is incomplete
+        (or broken: then the exchange has failed)."""
         buf = self._head_buf + data if self._head_buf else data
         while True:
             end = buf.find(b"\r\n\r\n")
@@ -226,39 +319,37 @@ class _Connection(asyncio.Protocol):
         self._head_buf = b""
         self._in_head = False
         response.status = head.status
-        response.reason = head.reason
-        response.headers = head.headers
+        response.head = head
         self._keep_alive = head.keep_alive
         self._framing = framing = head.framing
-        if framing is Framing.LENGTH:
+        if framing is _LENGTH:
             assert head.length is not None
             response.content_length = self._remaining = head.length
-        elif framing is Framing.CHUNKED:
+        elif framing is _CHUNKED:
             self._chunks = ChunkedDecoder()
-        elif framing is Framing.NONE:
+        elif framing is _NONE:
             response.content_length = 0
-        waiter, self._head_waiter = self._head_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if framing is Framing.NONE or (framing is Framing.LENGTH and not head.length):
+        if framing is _NONE or (framing is _LENGTH and not head.length):
             if buf:
                 self._keep_alive = False  # bytes where no body may be: out of sync
             self._body_done()
-            return None
+            return b""
         return buf
 
     def _feed_body(self, response: UpstreamResponse, data: bytes) -> None:
         framing = self._framing
-        if framing is Framing.LENGTH:
-            remaining = self._remaining
-            if len(data) > remaining:
+        if framing is _LENGTH:
+            remaining = self._remaining - len(data)
+            if remaining > 0:
+                self._remaining = remaining
+                response.feed(data)
+                return
+            if remaining < 0:
                 self._keep_alive = False  # more than it announced: out of sync
                 data = data[:remaining]
-            response.content.feed(data)
-            self._remaining = remaining = remaining - len(data)
-            if remaining == 0:
-                self._body_done()
-        elif framing is Framing.CHUNKED:
+            self._remaining = 0
+            self._body_done(data)
+        elif framing is _CHUNKED:
             assert self._chunks is not None
             try:
                 pieces, extra = self._chunks.feed(data)
@@ -266,21 +357,23 @@ class _Connection(asyncio.Protocol):
                 self._fail(exc)
                 return
             for piece in pieces:
-                response.content.feed(piece)
+                response.feed(piece)
             if self._chunks.done:
                 if extra:
                     self._keep_alive = False
                 self._body_done()
-        elif framing is Framing.UNTIL_CLOSE:
-            response.content.feed(data)
+        elif framing is _UNTIL_CLOSE:
+            response.feed(data)
 
-    def _body_done(self) -> None:
+    def _body_done(self, last: bytes = b"") -> None:
+        """The body is complete (``last`` is its final piece)."""
         response = self._response
         assert response is not None
         self._response_done = True
-        self._client.untrack(self)
-        response.content.feed_eof()
-        self._settle()
+        self._client._active.discard(self)
+        response.feed_eof(last)
+        if self._request_sent:
+            self._settle()
 
     def _settle(self) -> None:
         """Back to the pool once both directions are finished, so the next request can use
@@ -293,6 +386,7 @@ class _Connection(asyncio.Protocol):
         self._response = None
         self._chunks = None
         self._upload = None
+        self._body = None
         if self._keep_alive and not self.lost:
             self.served += 1
             self._client.put_back(self)
@@ -350,11 +444,12 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: BaseException) -> None:
         """End the current exchange with ``exc`` and drop the connection."""
-        waiter, self._head_waiter = self._head_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-        elif self._response is not None:
-            self._response.content.set_exception(exc)
+        response = self._response
+        if response is not None:
+            if self._in_head:
+                response._tell(exc)
+            else:
+                response.set_exception(exc)
         self.close(abort=True)
 
     def on_deadline(self) -> None:
@@ -406,28 +501,31 @@ class UpstreamClient:
         self._ticker: asyncio.TimerHandle | None = None
         self._closed = False
 
-    async def request(
+    def start(
         self,
         host: str,
         port: int,
         method: str,
         target: str,
-        headers: Iterable[tuple[str, str]],
-        *,
-        extra_headers: Iterable[tuple[str, str]] = (),
-        default_headers: Iterable[tuple[str, str]] = (),
-        skip_headers: frozenset[str] = frozenset(),
-        body: RequestBody = None,
-        body_length: int | None = None,
+        headers: Iterable[tuple[str, str]] | bytes,
+        extra_headers: Iterable[tuple[str, str]],
+        default_headers: Iterable[tuple[str, str]],
+        skip_headers: frozenset[str],
+        body: RequestBody,
+        body_length: int | None,
         timeout_s: float,
+        on_head: OnHead,
     ) -> UpstreamResponse:
-        """Send one request; returns once the response head is in (body still streaming).
+        """Send one request without waiting: ``on_head(None)`` once the response head is in
+        (body still streaming), ``on_head(error)`` if the exchange failed before. Either is
+        called once, from the event loop's callbacks, and never after ``release()``.
 
         ``headers`` lose names in ``skip_headers`` (lower case) and framing/hop-by-hop ones;
         ``extra_headers`` are added, ``default_headers`` unless ``headers`` has the name.
         ``body_length`` is the byte count of an iterable body when known (None: chunked).
-        The caller must ``release()`` the response. Connection problems raise OSError
-        subclasses; the deadline (``timeout_s``, covering the whole body) raises TimeoutError.
+        The caller must ``release()`` the response. Connection problems are OSError
+        subclasses; the deadline (``timeout_s``, covering the whole body) is TimeoutError.
+        A head that cannot be sent (a line break in a value) raises ValueError right here.
         """
         if self._closed:
             raise UpstreamDisconnected("the upstream client is closed")
@@ -445,27 +543,100 @@ class UpstreamClient:
             has_body=body is not None,
         )
         deadline = self.loop.time() + timeout_s
+        response = UpstreamResponse(self.loop, on_head)
         key = (host, port)
-        conn = self._take_idle(key)
-        if conn is None:
-            conn = await self._connect(key, deadline)
-        try:
-            return await conn.exchange(head, body, body_length, method, deadline)
-        except _Stale:
-            if not (method in _IDEMPOTENT and (body is None or isinstance(body, bytes))):
-                raise UpstreamDisconnected(
-                    "replica closed a kept-alive connection as the request was sent"
-                ) from None
-        conn = await self._connect(key, deadline)
-        return await conn.exchange(head, body, body_length, method, deadline)
-
-    def _take_idle(self, key: tuple[str, int]) -> _Connection | None:
+        conn = None
         idle = self._idle.get(key)
-        while idle:
+        while idle:  # the newest first
             conn = idle.pop()
             if not conn.lost:
-                return conn
-        return None
+                break
+            conn = None
+        if conn is None:
+            self.connect_and_send(key, response, head, body, body_length, method, deadline)
+        else:
+            conn.send(response, head, body, body_length, method, deadline)
+        return response
+
+    async def request(
+        self,
+        host: str,
+        port: int,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]] | bytes,
+        *,
+        extra_headers: Iterable[tuple[str, str]] = (),
+        default_headers: Iterable[tuple[str, str]] = (),
+        skip_headers: frozenset[str] = frozenset(),
+        body: RequestBody = None,
+        body_length: int | None = None,
+        timeout_s: float,
+    ) -> UpstreamResponse:
+        """`start`, waiting for the head: returns the response then, raises the error."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        response = self.start(
+            host,
+            port,
+            method,
+            target,
+            headers,
+            extra_headers,
+            default_headers,
+            skip_headers,
+            body,
+            body_length,
+            timeout_s,
+            partial(settle_waiter, waiter),
+        )
+        try:
+            await waiter
+        except BaseException:
+            response.release()
+            raise
+        return response
+
+    def connect_and_send(
+        self,
+        key: tuple[str, int],
+        response: UpstreamResponse,
+        head: bytes,
+        body: RequestBody,
+        body_length: int | None,
+        method: str,
+        deadline: float,
+    ) -> None:
+        """Start ``response``'s exchange on a new connection (in a task of its own)."""
+        response._connecting = self.spawn(
+            self._connect_and_send(key, response, head, body, body_length, method, deadline)
+        )
+
+    async def _connect_and_send(
+        self,
+        key: tuple[str, int],
+        response: UpstreamResponse,
+        head: bytes,
+        body: RequestBody,
+        body_length: int | None,
+        method: str,
+        deadline: float,
+    ) -> None:
+        try:
+            conn = await self._connect(key, deadline)
+        except asyncio.CancelledError:
+            # Released (nobody listens any more), or the client is closing.
+            response._connecting = None
+            response._tell(UpstreamDisconnected("the upstream client is closed"))
+            raise
+        except Exception as exc:
+            response._connecting = None
+            response._tell(exc)
+            return
+        response._connecting = None
+        if response._on_head is None:  # released meanwhile
+            conn.close()
+            return
+        conn.send(response, head, body, body_length, method, deadline)
 
     async def _connect(self, key: tuple[str, int], deadline: float) -> _Connection:
         async with asyncio.timeout_at(deadline):
@@ -479,14 +650,16 @@ class UpstreamClient:
             conn.close()
             return
         conn.idle_since = self.loop.time()
-        self._idle.setdefault(conn.key, []).append(conn)
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = []
+        idle.append(conn)
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(self._idle_timeout_s / 2, self._sweep)
 
-    def track(self, conn: _Connection) -> None:
-        self._active.add(conn)
-        if self._ticker is None:
-            self._ticker = self.loop.call_later(DEADLINE_TICK_S, self._tick)
+    def start_ticker(self) -> None:
+        """Check the deadlines of connections in `_active` from now on (while there are)."""
+        self._ticker = self.loop.call_later(DEADLINE_TICK_S, self._tick)
 
     def untrack(self, conn: _Connection) -> None:
         self._active.discard(conn)

@@ -93,6 +93,18 @@ async def test_replica_stays_in_flight_until_the_body_is_sent(gw: Gateway) -> No
     assert f'gateway_functions_seconds_count{{code="200",function_name="hello.{NS}"}} 1.0' in text
 
 
+async def test_body_arriving_after_the_head_is_waited_for(gw: Gateway) -> None:
+    (handle,) = list(gw.functions.get("hello", NS).pool)
+    pending = asyncio.ensure_future(gw.client.get("/function/hello/_fake/slowbody?delay_ms=300"))
+    await eventually(lambda: handle.in_flight == 1)
+    await asyncio.sleep(0.1)  # the head is in by now, the body is not
+    assert not pending.done() and handle.in_flight == 1
+    resp = await pending
+    assert resp.status == 200 and resp.headers["Content-Length"] == "12"
+    assert await resp.read() == b"first second"
+    await eventually(lambda: handle.in_flight == 0)
+
+
 async def test_replica_killed_mid_request_is_502(gw: Gateway) -> None:
     (replica,) = await gw.provider.list_replicas("hello", NS)
     pending = asyncio.ensure_future(gw.client.get("/function/hello/_fake/sleep?ms=5000"))

@@ -8,7 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from runtime.upstream import ProtocolError, UpstreamClient, UpstreamDisconnected
+from runtime.upstream import (
+    ProtocolError,
+    UpstreamClient,
+    UpstreamDisconnected,
+    UpstreamResponse,
+)
 from runtime.upstream.body import HIGH_WATER_BYTES
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -406,3 +411,53 @@ async def test_idle_connections_close_after_the_timeout(
         await upstream.close()
     with pytest.raises(UpstreamDisconnected):
         await get(upstream, server.port)
+
+
+async def test_start_tells_once_with_the_body_that_came_along(
+    serve: Callable[[Handler], Awaitable[Server]], client: UpstreamClient
+) -> None:
+    later = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok(b"whole"))  # head and body in one write
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        await later.wait()
+        writer.write(b"cd")
+        await read_request(reader)
+        await asyncio.sleep(5)  # never answers
+
+    server = await serve(handler)
+    told: list[BaseException | None] = []
+    heads: asyncio.Queue[None] = asyncio.Queue()
+
+    def on_head(exc: BaseException | None) -> None:
+        told.append(exc)
+        heads.put_nowait(None)
+
+    def start() -> UpstreamResponse:
+        return client.start(
+            "127.0.0.1", server.port, "GET", "/", [], (), (), frozenset(), None, None, 5, on_head
+        )
+
+    response = start()
+    assert told == []  # never from inside `start`
+    await heads.get()
+    assert told == [None] and response.status == 200
+    assert response.take_all() == b"whole"  # no waiting: it came with the head
+    response.release()
+
+    response = start()
+    await heads.get()
+    assert response.take_all() is None  # the rest is still to come
+    later.set()
+    assert await response.read() == b"abcd"
+    response.release()
+
+    response = start()
+    await asyncio.sleep(0.1)
+    response.release()  # given up on: not told any more, the connection is dropped
+    await asyncio.sleep(0.1)
+    assert told == [None, None]
+    assert client.idle_connections("127.0.0.1", server.port) == 0
