@@ -42,6 +42,7 @@ from runtime.gateway.wire import (
 )
 from runtime.invoker import Call, new_call_id
 from runtime.upstream import UpstreamResponse
+from runtime.upstream.batch import WriteBatch
 from runtime.upstream.http1 import (
     F_CALL_ID,
     F_CONTENT_LENGTH,
@@ -97,6 +98,7 @@ class FunctionFront:
         self.invoker = services.invoker
         self.loop = asyncio.get_running_loop()
         self.date = HttpDate()
+        self.batch = WriteBatch.of(self.loop)
         self.closing = False
         self._server = server  # aiohttp's low-level server: makes a protocol for hand-overs
         self._conns: set[FrontConnection] = set()
@@ -177,6 +179,7 @@ class FrontConnection(asyncio.Protocol):
         self.sent = False  # bytes of the current response are out
         # The call of the request being served, and its X-Call-Id and X-Start-Time.
         self._call: Call | None = None
+        self._held: list[bytes] | None = None  # writes waiting for the batch (see batch.py)
         self._call_id = b""
         self._start_ns = b""
         self.waiting_since = front.loop.time()
@@ -223,6 +226,7 @@ class FrontConnection(asyncio.Protocol):
         return self._state is _BUSY
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._held = None
         if self._state is not _GONE:
             self._state = _GONE
             self.front.discard(self)
@@ -314,7 +318,7 @@ class FrontConnection(asyncio.Protocol):
                 self.front, upstream, request, True, self._call_id, self._start_ns
             )
             if len(data) <= _COALESCE_BYTES:
-                self.write(head + data)
+                self.hold(head + data)
             else:
                 self.write(head)
                 self.write(data)
@@ -390,6 +394,7 @@ class FrontConnection(asyncio.Protocol):
         """Give this connection, and the bytes read so far, to aiohttp for good."""
         transport = self.transport
         assert transport is not None and self._state is _IDLE
+        self.flush()  # the answers to earlier requests go out first
         self._state = _GONE
         self.front.discard(self)
         protocol = self.front.aiohttp_protocol()
@@ -414,17 +419,37 @@ class FrontConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         self.sent = True
         if self._state is not _GONE and self.transport is not None:
-            self.transport.write(data)
+            if self._held is not None:
+                self._held.append(data)  # after what is held, in order
+            else:
+                self.transport.write(data)
+
+    def hold(self, data: bytes) -> None:
+        """`write` at the end of the event loop's round, with other writes (see batch.py)."""
+        self.sent = True
+        if self._state is not _GONE and self.transport is not None:
+            if self._held is None:
+                self._held = [data]
+                self.front.batch.add(self)
+            else:
+                self._held.append(data)
+
+    def flush(self) -> None:
+        """Write what is held."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def write_chunk(self, data: bytes) -> None:
-        self.sent = True
-        if self._state is _GONE or self.transport is None:
-            return
-        size = b"%x\r\n" % len(data)
         if len(data) <= _COALESCE_BYTES:
-            self.transport.write(size + data + b"\r\n")
+            self.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
-            self.transport.writelines((size, data, b"\r\n"))
+            self.write(b"%x\r\n" % len(data))
+            self.write(data)
+            self.write(b"\r\n")
 
     async def drain(self) -> None:
         if not self._write_paused or self._state is _GONE:
@@ -441,6 +466,10 @@ class FrontConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     def close(self, *, abort: bool = False) -> None:
+        if abort:
+            self._held = None
+        else:
+            self.flush()
         if self._state is not _GONE:
             self._state = _GONE
             self.front.discard(self)

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from multidict import CIMultiDictProxy
 
+from runtime.upstream.batch import WriteBatch
 from runtime.upstream.body import BodyStream, ReadFlow
 from runtime.upstream.http1 import (
     MAX_HEAD_BYTES,
@@ -151,6 +152,7 @@ class _Connection(asyncio.Protocol):
         # (only when that is safe: see `_retry`).
         self._head = b""
         self._body: RequestBody = None
+        self._held: bytes | None = None  # a request waiting for the batch (see batch.py)
         self._head_buf = b""
         self._in_head = False
         self._got_bytes = False
@@ -256,11 +258,13 @@ class _Connection(asyncio.Protocol):
         if client._ticker is None:
             client.start_ticker()
         if body is None:
-            transport.write(head)
+            self._held = head
+            client.batch.add(self)
             self._request_sent = True
         elif isinstance(body, bytes):
             if len(body) <= _COALESCE_BYTES:
-                transport.write(head + body)
+                self._held = head + body
+                client.batch.add(self)
             else:
                 transport.writelines((head, body))
             self._request_sent = True
@@ -463,9 +467,22 @@ class _Connection(asyncio.Protocol):
         self._response = None
         self.close(abort=True)
 
+    def flush(self) -> None:
+        """Write the request held for the batch (see batch.py)."""
+        data = self._held
+        if data is not None:
+            self._held = None
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(data)
+
     def close(self, *, abort: bool = False) -> None:
         self._client.untrack(self)
         self._keep_alive = False
+        if abort:
+            self._held = None
+        else:
+            self.flush()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if abort:
@@ -500,6 +517,7 @@ class UpstreamClient:
         self._sweeper: asyncio.TimerHandle | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._closed = False
+        self.batch = WriteBatch.of(self.loop)
 
     def start(
         self,
