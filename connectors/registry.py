@@ -23,18 +23,11 @@ class ConnectorContext:
 
 
 def default_connectors(ctx: ConnectorContext) -> list[Connector]:
-    """One line per connector; each module keeps its own imports."""
-    found: list[Connector] = []
+    """The connectors every daemon runs. Imported here, not at module level: each connector
+    module imports ConnectorContext from this one."""
     from connectors.cron import CronConnector
-
-    found.append(CronConnector(ctx))
-    from connectors.nats_subjects import NatsSubjects
-
-    found.append(NatsSubjects(ctx))
     from connectors.http_routes import HttpRoutes
-
-    found.append(HttpRoutes(ctx))
+    from connectors.nats_subjects import NatsSubjects
     from connectors.webhook import WebhookConnector
 
-    found.append(WebhookConnector(ctx))
-    return found
+    return [CronConnector(ctx), NatsSubjects(ctx), HttpRoutes(ctx), WebhookConnector(ctx)]
