@@ -59,6 +59,7 @@ from runtime.errors import (
     UpstreamTimeout,
 )
 from runtime.invoker import BufferedResult, Invocation
+from runtime.labels import int_annotation
 from runtime.models import FunctionSpec
 from runtime.queue.message import is_valid_call_id, request_headers
 from runtime.queue.retry import RetryPolicy
@@ -220,18 +221,7 @@ def plan_for(spec: FunctionSpec) -> Plan:
     durable = _flag(annotations, DURABLE)
     if durable and not subjects:
         raise InvalidSpec(f"annotation {DURABLE} needs subjects in the {TOPIC} annotation")
-    concurrency = DEFAULT_CONCURRENCY
-    if (raw_c := annotations.get(CONCURRENCY, "").strip()) != "":
-        try:
-            concurrency = int(raw_c)
-        except ValueError:
-            raise InvalidSpec(
-                f"annotation {CONCURRENCY}: {raw_c!r} is not a whole number"
-            ) from None
-        if not 1 <= concurrency <= MAX_CONCURRENCY:
-            raise InvalidSpec(
-                f"annotation {CONCURRENCY}: {concurrency} is outside 1-{MAX_CONCURRENCY}"
-            )
+    concurrency = int_annotation(annotations, CONCURRENCY, DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY)
     retry = RetryPolicy.from_annotations(annotations) if durable else RetryPolicy()
     return Plan(subjects, durable, concurrency, retry)
 

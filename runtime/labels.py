@@ -1,6 +1,10 @@
-"""Scaling labels read from a FunctionSpec (the part the daemon needs before the autoscaler)."""
+"""Scaling labels read from a FunctionSpec (the part the daemon needs before the autoscaler),
+and the one parser of whole-number annotations."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import overload
 
 from runtime.errors import InvalidSpec
 from runtime.models import FunctionSpec
@@ -36,3 +40,32 @@ def validate_scaling_labels(spec: FunctionSpec) -> None:
     low, high = min_replicas(spec), max_replicas(spec)
     if high < low:
         raise InvalidSpec(f"label {SCALE_MAX}: {high} is below {SCALE_MIN} {low}")
+
+
+@overload
+def int_annotation(
+    annotations: Mapping[str, str], key: str, default: int, low: int, high: int
+) -> int: ...
+
+
+@overload
+def int_annotation(
+    annotations: Mapping[str, str], key: str, default: None, low: int, high: int
+) -> int | None: ...
+
+
+def int_annotation(
+    annotations: Mapping[str, str], key: str, default: int | None, low: int, high: int
+) -> int | None:
+    """``annotations[key]`` as a whole number in [low, high]; ``default`` when absent or blank.
+    InvalidSpec (400 at deploy) names the annotation otherwise."""
+    raw = annotations.get(key, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidSpec(f"annotation {key}: {raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise InvalidSpec(f"annotation {key}: {value} is outside {low}-{high}")
+    return value

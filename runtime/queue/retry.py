@@ -18,6 +18,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from runtime.errors import InvalidSpec
+from runtime.labels import int_annotation
 from watchdog.durations import parse_duration
 
 ATTEMPTS = "com.openfaas.retry.attempts"
@@ -87,13 +88,7 @@ class RetryPolicy:
         base = default or cls()
         attempts, codes = base.attempts, base.codes
         min_wait_s, max_wait_s = base.min_wait_s, base.max_wait_s
-        if (raw := annotations.get(ATTEMPTS, "").strip()) != "":
-            try:
-                attempts = int(raw)
-            except ValueError:
-                raise InvalidSpec(f"annotation {ATTEMPTS}: {raw!r} is not a whole number") from None
-            if not 1 <= attempts <= MAX_ATTEMPTS:
-                raise InvalidSpec(f"annotation {ATTEMPTS}: {attempts} is outside 1-{MAX_ATTEMPTS}")
+        attempts = int_annotation(annotations, ATTEMPTS, attempts, 1, MAX_ATTEMPTS)
         if (raw := annotations.get(CODES, "").strip()) != "":
             try:
                 codes = parse_codes(raw)

@@ -25,9 +25,10 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from runtime.config import Settings
-from runtime.errors import FunctionNotFound, InvalidSpec, PayloadTooLarge
+from runtime.errors import FunctionNotFound, PayloadTooLarge
 from runtime.functions import FunctionManager
 from runtime.invoker import Invocation, Invoker
+from runtime.labels import int_annotation
 from runtime.models import FunctionSpec
 from runtime.queue.callbacks import CallbackGuard, CallbackPolicy, CallbackSender
 from runtime.queue.calls import Calls, QueueDepth
@@ -60,20 +61,8 @@ def async_concurrency(spec: FunctionSpec, replicas: int) -> int:
     of capacity (at least one, so a function at zero still drains its queue).
 
     Raises InvalidSpec naming the annotation when its value is not a whole number in range."""
-    raw = spec.annotations.get(CONCURRENCY_ANNOTATION, "").strip()
-    if raw == "":
-        return max(1, replicas)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidSpec(
-            f"annotation {CONCURRENCY_ANNOTATION}: {raw!r} is not a whole number"
-        ) from None
-    if not 1 <= value <= MAX_CONCURRENCY:
-        raise InvalidSpec(
-            f"annotation {CONCURRENCY_ANNOTATION}: {value} is outside 1-{MAX_CONCURRENCY}"
-        )
-    return value
+    value = int_annotation(spec.annotations, CONCURRENCY_ANNOTATION, None, 1, MAX_CONCURRENCY)
+    return max(1, replicas) if value is None else value
 
 
 def validate_async_annotations(spec: FunctionSpec) -> None:
