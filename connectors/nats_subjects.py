@@ -61,6 +61,7 @@ from runtime.errors import (
 from runtime.invoker import BufferedResult, Invocation
 from runtime.labels import int_annotation
 from runtime.models import FunctionSpec
+from runtime.queue.connection import connect, redacted
 from runtime.queue.message import is_valid_call_id, request_headers
 from runtime.queue.retry import RetryPolicy
 
@@ -298,13 +299,6 @@ def reply_headers(
     return out
 
 
-def _redacted(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest
-
-
 def durable_call_id(stream: str, sequence: int) -> str:
     """The same call id for every delivery of one stream message (a function can dedupe)."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nats-stream:{stream}:{sequence}"))
@@ -465,9 +459,9 @@ class NatsSubjects:
             url = self._ctx.nats_url()
             if url is not None:
                 try:
-                    nc = await self._connect(url)
+                    nc = await connect(url, name=CONNECTION_NAME)
                     break
-                except (NatsError, OSError, TimeoutError) as exc:
+                except (LocalFaasError, NatsError, OSError, TimeoutError) as exc:
                     reason = str(exc) or type(exc).__name__
                     if reason != problem:
                         log.warning("nats connector cannot connect (%s); retrying", reason)
@@ -476,8 +470,7 @@ class NatsSubjects:
             wait_s = min(wait_s * 2, CONNECT_MAX_S)
         self._nc = nc
         self._js = nc.jetstream()
-        self._server_shown = _redacted(url)
-        log.info("nats connector connected")
+        self._server_shown = redacted(url)
         with contextlib.suppress(NatsError, TimeoutError):
             # Streams created, updated or deleted: re-read them (deploy checks, waiting binds).
             await nc.subscribe("$JS.EVENT.ADVISORY.STREAM.*.*", cb=self._stream_advisory)
@@ -491,37 +484,6 @@ class NatsSubjects:
             await asyncio.sleep(STREAMS_REFRESH_S)
             await self._refresh_streams()
             await self._retry_waiting()
-
-    async def _connect(self, url: str) -> NATS:
-        async def disconnected() -> None:
-            if not self._closing:
-                log.warning("nats connector disconnected; reconnecting")
-
-        async def reconnected() -> None:
-            log.info("nats connector reconnected")
-
-        async def error(exc: Exception) -> None:
-            log.debug("nats connector client error: %s", exc)
-
-        nc = NATS()
-        timing: dict[str, Any] = {"connect_timeout": 2.0, "reconnect_time_wait": 0.25}
-        try:
-            async with asyncio.timeout(4.0):
-                await nc.connect(
-                    url,
-                    name=CONNECTION_NAME,
-                    max_reconnect_attempts=-1,
-                    allow_reconnect=True,
-                    disconnected_cb=disconnected,
-                    reconnected_cb=reconnected,
-                    error_cb=error,
-                    **timing,
-                )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await nc.close()
-            raise
-        return nc
 
     async def _stream_advisory(self, msg: Msg) -> None:
         self._tasks.append(asyncio.create_task(self._after_advisory()))

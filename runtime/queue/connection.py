@@ -18,7 +18,8 @@ from runtime.queue.nats_server import check_version
 log = logging.getLogger("localfaas.nats")
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
+    """The URL without its credentials, for logs and API answers."""
     scheme, sep, rest = url.partition("://")
     if "@" in rest:
         rest = "***@" + rest.rsplit("@", 1)[1]
@@ -36,22 +37,22 @@ async def connect(
     """Connect and check the server. QueueUnavailable if it cannot be reached now (within
     twice the connect timeout), NatsServerError (with what to do) if it lacks what localfaas
     needs."""
-    shown = _redacted(url)
+    shown = redacted(url)
     last_error: list[Exception] = []
     connected = False
 
     async def disconnected() -> None:
         # Not for closing a first connection that never came up, nor for our own close().
         if connected and not nc.is_closed:
-            log.warning("nats disconnected from %s; reconnecting", shown)
+            log.warning("nats %s disconnected from %s; reconnecting", name, shown)
 
     async def reconnected() -> None:
-        log.info("nats reconnected to %s", shown)
+        log.info("nats %s reconnected to %s", name, shown)
 
     async def error(exc: Exception) -> None:
         # Reconnect attempts report every refused connection; the state lines above suffice.
         last_error[:] = [exc]
-        log.debug("nats client error: %s", exc)
+        log.debug("nats %s client error: %s", name, exc)
 
     nc = NATS()
     # nats-py annotates these as int; fractions of a second work (they go to asyncio).
@@ -88,7 +89,7 @@ async def connect(
     except BaseException:
         await nc.close()
         raise
-    log.info("nats connected to %s (server %s)", shown, server_version(nc))
+    log.info("nats %s connected to %s (server %s)", name, shown, server_version(nc))
     return nc
 
 
