@@ -14,9 +14,8 @@ from contextlib import AsyncExitStack
 import aiohttp
 from aiohttp import web
 
-from connectors.host import ConnectorHost, InvokerDispatch
-from connectors.metrics import ConnectorMetrics
-from connectors.registry import ConnectorContext, default_connectors
+from connectors.host import ConnectorHost
+from connectors.registry import daemon_context, default_connectors
 from runtime.config import Settings
 from runtime.credentials import ensure_credentials, instance_id
 from runtime.functions import FunctionManager
@@ -111,14 +110,7 @@ class Daemon:
         self._queue = queue
         await queue.start()
         self._stack.push_async_callback(queue.close)  # closed before the functions' supervisors
-        context = ConnectorContext(
-            settings=settings,
-            dispatch=InvokerDispatch(invoker, queue, settings.invoke_timeout_s),
-            store=store,
-            secrets=secrets,
-            metrics=ConnectorMetrics(metrics.registry),
-            nats_url=lambda: queue.nats_url,
-        )
+        context = daemon_context(settings, invoker, queue, store, secrets, metrics.registry)
         connectors = ConnectorHost(functions, default_connectors(context))
         self._connectors = connectors
         await connectors.start()

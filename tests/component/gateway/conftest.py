@@ -19,9 +19,8 @@ import pytest
 from aiohttp import web
 
 from connectors.base import Connector
-from connectors.host import ConnectorHost, InvokerDispatch
-from connectors.metrics import ConnectorMetrics
-from connectors.registry import ConnectorContext, default_connectors
+from connectors.host import ConnectorHost
+from connectors.registry import ConnectorContext, daemon_context, default_connectors
 from runtime.config import Settings
 from runtime.functions import FunctionManager
 from runtime.gateway.app import build_app
@@ -134,14 +133,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             await queue.start()
         connector_host: ConnectorHost | None = None
         if with_connectors:
-            context = ConnectorContext(
-                settings=settings,
-                dispatch=InvokerDispatch(invoker, queue, settings.invoke_timeout_s),
-                store=store,
-                secrets=secrets,
-                metrics=ConnectorMetrics(metrics.registry),
-                nats_url=lambda: queue.nats_url if queue is not None else None,
-            )
+            context = daemon_context(settings, invoker, queue, store, secrets, metrics.registry)
             make = with_connectors if callable(with_connectors) else default_connectors
             connector_host = ConnectorHost(functions, make(context))
             await connector_host.start()
