@@ -25,6 +25,7 @@ from runtime.gateway.middleware import BasicAuth
 from runtime.gateway.state import Services
 from runtime.invoker import Invoker
 from runtime.metrics import GatewayMetrics
+from runtime.scaling.autoscaler import Autoscaler
 from runtime.provider.docker import DockerProvider
 from runtime.queue.service import AsyncQueue, validate_async_annotations
 from runtime.secrets import SecretFiles
@@ -86,7 +87,11 @@ class Daemon:
         self._stack.push_async_callback(session.close)
         upstream = UpstreamClient()
         self._stack.push_async_callback(upstream.close)
-        functions = FunctionManager(provider, store, secrets, session)
+        # A replica leaving (scaled down, paused) finishes its requests first: as long as
+        # a request may take.
+        functions = FunctionManager(
+            provider, store, secrets, session, drain_timeout_s=settings.invoke_timeout_s
+        )
         self._functions = functions
         metrics = GatewayMetrics()
         invoker = Invoker(functions, upstream, metrics)
@@ -101,6 +106,10 @@ class Daemon:
         functions.validators.append(validate_async_annotations)
         await functions.start()
         self._stack.push_async_callback(functions.close)
+        autoscaler = Autoscaler(functions, metrics, provider)
+        autoscaler.register(metrics.registry)
+        await autoscaler.start()
+        self._stack.push_async_callback(autoscaler.close)  # stops before the supervisors
         system_api = [(settings.host, settings.port)]
         if bridge_address is not None:
             system_api.append((bridge_address, settings.port))

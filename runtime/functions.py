@@ -11,17 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiohttp
 
-from runtime.errors import BackendUnavailable, FunctionNotFound, InvalidSpec, LocalFaasError
-from runtime.labels import max_replicas, min_replicas, validate_scaling_labels
+from runtime.errors import (
+    BackendUnavailable,
+    FunctionNotFound,
+    InvalidSpec,
+    LocalFaasError,
+    NoReadyReplica,
+)
 from runtime.models import FunctionSpec
 from runtime.provider.base import Provider, ReplicaRequest
 from runtime.router import ReplicaHandle, ReplicaPool, ReplicaState
+from runtime.scaling.config import ScalingConfig, scaling_config
 from runtime.secrets import SecretFiles
 from runtime.store import Store
 
@@ -48,6 +55,16 @@ class FunctionRuntime:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     deleted: bool = False
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    # Monotonic time of the last request start the autoscaler saw, or of the last activation.
+    last_active: float = field(default_factory=time.monotonic)
+    waiting: int = 0  # requests waiting for a replica (the activator's queue)
+    # Bumped whenever the replica count is set from outside the autoscaler (deploy, API,
+    # activator), so the autoscaler holds it for a down window before scaling it down.
+    outside_changes: int = 0
+    # Replicas beyond the desired count are paused (the idle tier) rather than removed, unless
+    # the count was set through the API: a user scaling down expects the containers gone.
+    pause_extras: bool = True
 
     @property
     def key(self) -> tuple[str, str]:
@@ -56,6 +73,10 @@ class FunctionRuntime:
     @property
     def qualified_name(self) -> str:
         return self.spec.qualified_name
+
+    def active(self) -> int:
+        """Replicas of the current generation taking or about to take requests."""
+        return len(self.current())
 
     def current(self) -> list[ReplicaHandle]:
         """Replicas of the current generation that are (or are becoming) routable."""
@@ -86,6 +107,7 @@ class FunctionManager:
         self._drain_timeout_s = drain_timeout_s
         self._functions: dict[tuple[str, str], FunctionRuntime] = {}
         self._start_slots = asyncio.Semaphore(START_PARALLELISM)
+        self._tasks: set[asyncio.Task[bool]] = set()  # resumes started by the activator
         self._events_task: asyncio.Task[None] | None = None
         self.backend_error: str | None = None
         # Environment every replica gets unless its envVars say otherwise (set by the daemon).
@@ -139,6 +161,7 @@ class FunctionManager:
                 desired_replicas=stored.replicas,
                 created_at=stored.created_at,
                 secrets_gid=stored.secrets_gid,
+                scaling=_stored_scaling(stored.spec),
             )
             self._functions[fn.key] = fn
             self._start_supervisor(fn)
@@ -167,7 +190,7 @@ class FunctionManager:
 
     async def deploy(self, spec: FunctionSpec, *, update: bool) -> FunctionRuntime:
         """Create (update=False) or replace (update=True) a function; replicas follow async."""
-        validate_scaling_labels(spec)
+        scaling = scaling_config(spec)
         for validate in self.validators:
             validate(spec)
         self.require_backend()
@@ -184,16 +207,21 @@ class FunctionManager:
                 raise InvalidSpec(f"secret {secret!r} not found in namespace {spec.namespace!r}")
         await self._provider.ensure_image(spec.image)
         if existing is None:
-            replicas = min_replicas(spec)
+            replicas = scaling.min
         else:
             # An update keeps the current scale, within the new bounds.
-            replicas = min(max(existing.desired_replicas, min_replicas(spec)), max_replicas(spec))
+            replicas = min(max(existing.desired_replicas, scaling.min), scaling.max)
         generation = self._store.put_function(spec, replicas=replicas)
         stored = self._store.get_function(spec.name, spec.namespace)
         assert stored is not None
         if existing is None:
             fn = FunctionRuntime(
-                spec, generation, replicas, stored.created_at, secrets_gid=stored.secrets_gid
+                spec,
+                generation,
+                replicas,
+                stored.created_at,
+                secrets_gid=stored.secrets_gid,
+                scaling=scaling,
             )
             self._functions[fn.key] = fn
             self._start_supervisor(fn)
@@ -202,6 +230,8 @@ class FunctionManager:
         else:
             fn = existing
             fn.spec, fn.generation, fn.desired_replicas = spec, generation, replicas
+            fn.scaling = scaling
+            fn.outside_changes += 1
             fn.wake.set()
             log.info(
                 "updating %s to generation %d image=%s", fn.qualified_name, generation, spec.image
@@ -231,11 +261,72 @@ class FunctionManager:
         self.require_backend()
         if replicas == fn.desired_replicas:
             return
-        log.info("scaled %s %d→%d reason=api", fn.qualified_name, fn.desired_replicas, replicas)
+        fn.outside_changes += 1
+        self.set_replicas(fn, replicas, "reason=api", pause_extras=False)
+
+    def set_replicas(
+        self, fn: FunctionRuntime, replicas: int, why: str, *, pause_extras: bool = True
+    ) -> None:
+        """Change the desired replica count (kept in the store); the supervisor follows.
+        ``why`` ends the log line, e.g. ``type=rps load=183.0 panic=yes``."""
+        log.info("scaled %s %d→%d %s", fn.qualified_name, fn.desired_replicas, replicas, why)
         fn.desired_replicas = replicas
-        self._store.set_replicas(name, namespace, replicas=replicas)
+        fn.pause_extras = pause_extras
+        self._store.set_replicas(fn.spec.name, fn.spec.namespace, replicas=replicas)
         fn.wake.set()
         self._changed(fn)
+
+    # -- the activator: requests for a function with no ready replica --------------------------
+
+    async def wait_for_replica(self, fn: FunctionRuntime, timeout_s: float) -> ReplicaHandle:
+        """A ready replica of ``fn``, waking one (resume a paused replica, or scale up from
+        zero) when there is none. At most ``queue-depth`` requests wait per function; the
+        wait is bounded by ``timeout_s``. NoReadyReplica (503) with the reason otherwise."""
+        handle = fn.pool.pick()
+        if handle is not None:
+            return handle
+        if fn.waiting >= fn.scaling.queue_depth:
+            raise NoReadyReplica(
+                f"function {fn.qualified_name} has {fn.waiting} requests waiting for a replica"
+                " (the queue is full); try again shortly",
+                retry_after_s=1,
+            )
+        fn.waiting += 1
+        try:
+            self.activate(fn)
+            handle = await fn.pool.wait_ready(timeout_s)
+        finally:
+            fn.waiting -= 1
+        if handle is None:
+            raise NoReadyReplica(
+                f"function {fn.qualified_name} has no ready replica after {timeout_s:g}s",
+                retry_after_s=1,
+            )
+        return handle
+
+    def activate(self, fn: FunctionRuntime) -> None:
+        """Someone needs ``fn`` now: count it as active, resume a paused replica at once (the
+        fast tier), else make sure at least one replica is wanted. Single flight: a replica
+        already starting or resuming serves every waiter."""
+        fn.last_active = time.monotonic()
+        if fn.deleted or any(h.state is ReplicaState.STARTING for h in fn.pool):
+            return
+        paused = [
+            h
+            for h in fn.pool.in_state(ReplicaState.PAUSED)
+            if h.replica.generation == fn.generation
+        ]
+        if fn.desired_replicas < 1:
+            fn.outside_changes += 1
+            self.set_replicas(fn, max(fn.scaling.active_floor, 1), "reason=activator")
+        if paused:
+            handle = paused[0]
+            handle.state = ReplicaState.STARTING  # claimed: nothing else resumes or expires it
+            task = asyncio.create_task(self._resume(fn, handle), name=f"resume {fn.qualified_name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            fn.wake.set()
 
     def _check_namespace(self, namespace: str) -> None:
         if self._store.get_namespace(namespace) is None:
@@ -283,6 +374,13 @@ class FunctionManager:
         for replica in await self._provider.list_replicas(fn.spec.name, fn.spec.namespace):
             if fn.pool.get(replica.container_id) is not None:
                 continue
+            if replica.state == "paused" and replica.generation == fn.generation:
+                handle = fn.pool.add(replica, ReplicaState.PAUSED)
+                handle.paused_at = time.monotonic()  # its idle time before the restart is unknown
+                log.info(
+                    "adopted paused replica %s of %s", replica.container_name, fn.qualified_name
+                )
+                continue
             if replica.state != "running":
                 await self._provider.remove_replica(replica.container_id, stop_timeout_s=1)
                 continue
@@ -316,12 +414,32 @@ class FunctionManager:
         current = fn.current()
         missing = fn.desired_replicas - len(current)
         if missing > 0:
-            await asyncio.gather(*(self._start_replica(fn) for _ in range(missing)))
-            current = fn.current()
+            # The paused tier first: resuming takes milliseconds, starting a replica much longer.
+            paused = [
+                h
+                for h in fn.pool.in_state(ReplicaState.PAUSED)
+                if h.replica.generation == fn.generation
+            ][:missing]
+            for handle in paused:
+                handle.state = ReplicaState.STARTING  # claimed, as the activator does
+            resumed = await asyncio.gather(*(self._resume(fn, h) for h in paused))
+            missing -= sum(resumed)
+            if missing > 0:
+                await asyncio.gather(*(self._start_replica(fn) for _ in range(missing)))
         elif missing < 0:
-            # Retire the least busy extra replicas; drain before removal.
+            # The least busy extra replicas leave: drained, then paused (the idle tier) or removed.
             extra = sorted(current, key=lambda h: (h.state is ReplicaState.READY, h.in_flight))
-            await asyncio.gather(*(self._retire(fn, h) for h in extra[:-missing]))
+            pause = fn.pause_extras and fn.scaling.pause_after_s > 0
+            leave = self._pause if pause else self._retire
+            await asyncio.gather(*(leave(fn, h) for h in extra[:-missing]))
+        # Paused replicas idle long enough leave for good.
+        now = time.monotonic()
+        expired = [
+            h
+            for h in fn.pool.in_state(ReplicaState.PAUSED)
+            if now - h.paused_at >= fn.scaling.paused_keep_s
+        ]
+        await asyncio.gather(*(self._retire(fn, h, drain=False) for h in expired))
         ready_now = [h for h in fn.current() if h.state is ReplicaState.READY]
         # Rolling update: older generations leave only once the new one is fully ready.
         if len(ready_now) >= fn.desired_replicas:
@@ -330,14 +448,18 @@ class FunctionManager:
                 await asyncio.gather(*(self._retire(fn, h) for h in old))
 
     async def _start_replica(self, fn: FunctionRuntime) -> None:
-        async with self._start_slots:
-            secrets_dir = None
-            gid = None
-            if fn.spec.secrets:
-                gid = fn.secrets_gid
-                secrets_dir = self._secrets.materialize(fn.spec, gid)
-            request = ReplicaRequest(fn.spec, fn.generation, secrets_dir, gid, self.default_env)
-            replica = await self._provider.create_replica(request)
+        try:
+            async with self._start_slots:
+                secrets_dir = None
+                gid = None
+                if fn.spec.secrets:
+                    gid = fn.secrets_gid
+                    secrets_dir = self._secrets.materialize(fn.spec, gid)
+                request = ReplicaRequest(fn.spec, fn.generation, secrets_dir, gid, self.default_env)
+                replica = await self._provider.create_replica(request)
+        except LocalFaasError as exc:
+            await self._start_failed(fn, f"cannot start a replica of {fn.qualified_name}: {exc}")
+            raise
         handle = fn.pool.add(replica)
         if fn.deleted or replica.generation != fn.generation:
             await self._retire(fn, handle, drain=False)
@@ -351,14 +473,76 @@ class FunctionManager:
                 replica.host_port,
                 "%s:%s" % (replica.endpoint or ("-", "-")),
             )
+            return
+        if handle.container_id in fn.failed:
+            reason = (
+                f"replica {replica.container_name} of {fn.qualified_name} exited while starting"
+                f" (see: localfaas logs {fn.spec.name})"
+            )
         else:
+            reason = (
+                f"replica {replica.container_name} of {fn.qualified_name} never became ready"
+                f" within {self._ready_timeout_s:.0f}s"
+            )
+        log.warning("%s; removing", reason)
+        fn.failed.discard(handle.container_id)
+        await self._retire(fn, handle, drain=False)
+        await self._start_failed(fn, reason)
+
+    async def _start_failed(self, fn: FunctionRuntime, reason: str) -> None:
+        """Requests waiting for a replica get ``reason`` (503) unless another is still starting."""
+        if not fn.pool.in_state(ReplicaState.STARTING) and not fn.pool.ready():
+            await fn.pool.report_failure(reason)
+
+    async def _resume(self, fn: FunctionRuntime, handle: ReplicaHandle) -> bool:
+        """Unpause a replica claimed for resuming (state STARTING); False if that failed (it
+        is then removed)."""
+        try:
+            await self._provider.unpause_replica(handle.container_id)
+        except LocalFaasError as exc:
             log.warning(
-                "replica %s of %s never became ready within %.0fs; removing",
-                replica.container_name,
-                fn.qualified_name,
-                self._ready_timeout_s,
+                "cannot resume %s of %s: %s", handle.replica.container_name, fn.qualified_name, exc
             )
             await self._retire(fn, handle, drain=False)
+            await self._start_failed(fn, f"cannot resume a replica of {fn.qualified_name}: {exc}")
+            return False
+        if fn.deleted or handle.replica.generation != fn.generation:
+            await self._retire(fn, handle, drain=False)
+            return False
+        await fn.pool.set_state(handle, ReplicaState.READY)
+        return True
+
+    async def _pause(self, fn: FunctionRuntime, handle: ReplicaHandle) -> None:
+        """The idle tier: unroutable, drained (bounded), then frozen; removed if that fails."""
+        if handle.state not in (ReplicaState.READY, ReplicaState.STARTING):
+            return
+        if handle.state is ReplicaState.STARTING:
+            await self._retire(fn, handle, drain=False)  # not worth keeping half-started
+            return
+        await fn.pool.set_state(handle, ReplicaState.DRAINING)
+        if not await handle.wait_idle(self._drain_timeout_s):
+            log.warning(
+                "replica %s of %s still had %d in flight after %.0fs; removing",
+                handle.replica.container_name,
+                fn.qualified_name,
+                handle.in_flight,
+                self._drain_timeout_s,
+            )
+            await self._retire(fn, handle, drain=False)
+            return
+        try:
+            await self._provider.pause_replica(handle.container_id)
+        except LocalFaasError as exc:
+            log.warning(
+                "cannot pause %s of %s: %s; removing",
+                handle.replica.container_name,
+                fn.qualified_name,
+                exc,
+            )
+            await self._retire(fn, handle, drain=False)
+            return
+        handle.paused_at = time.monotonic()
+        await fn.pool.set_state(handle, ReplicaState.PAUSED)
 
     async def _probe_ready(self, handle: ReplicaHandle, *, timeout_s: float) -> bool:
         """Poll the replica's `/_/ready` until 200, backing off from 5 ms to 100 ms."""
@@ -366,9 +550,12 @@ class FunctionManager:
         deadline = loop.time() + timeout_s
         delay_s = 0.005
         url = handle.base_url + "/_/ready"
+        failed = self._functions.get((handle.replica.namespace, handle.replica.function))
         while loop.time() < deadline:
             if handle.state is ReplicaState.GONE:
                 return False
+            if failed is not None and handle.container_id in failed.failed:
+                return False  # Docker said it died: no point waiting for it
             try:
                 async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=1.0)) as resp:
                     if resp.status == 200:
@@ -441,6 +628,8 @@ class FunctionManager:
                             # Unroutable at once; the supervisor removes and replaces it.
                             await fn.pool.set_state(handle, ReplicaState.DRAINING)
                             fn.failed.add(event.container_id)
+                        elif handle is not None and handle.state is ReplicaState.STARTING:
+                            fn.failed.add(event.container_id)  # its start gives up at once
                         fn.wake.set()
             except asyncio.CancelledError:
                 raise
@@ -465,3 +654,13 @@ class FunctionManager:
     def _wake_all(functions: Iterable[FunctionRuntime]) -> None:
         for fn in functions:
             fn.wake.set()
+
+
+def _stored_scaling(spec: FunctionSpec) -> ScalingConfig:
+    """Scaling settings of a function deployed earlier; defaults (with a warning) if its
+    labels are no longer accepted, rather than not starting it at all."""
+    try:
+        return scaling_config(spec)
+    except InvalidSpec as exc:
+        log.warning("%s: %s; using the default scaling settings", spec.qualified_name, exc)
+        return ScalingConfig()

@@ -19,7 +19,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from runtime.errors import (
     InvalidSpec,
-    NoReadyReplica,
     PayloadTooLarge,
     UpstreamFailed,
     UpstreamTimeout,
@@ -107,11 +106,12 @@ class Invoker:
         client: UpstreamClient,
         metrics: GatewayMetrics,
         *,
-        ready_wait_s: float = 30.0,
+        ready_wait_s: float | None = None,
     ) -> None:
         self._functions = functions
         self._client = client
         self._metrics = metrics
+        # Longest wait for a replica; by default the call's own timeout, which the wait uses up.
         self._ready_wait_s = ready_wait_s
         # Per function: its name for metrics and errors, and its counters (looked up once).
         self._counted: dict[FunctionRuntime, tuple[str, FunctionMetrics]] = {}
@@ -265,6 +265,8 @@ class Call:
         fn.invocation_count += 1
         stats.started += 1
         stats.in_flight += 1
+        if stats.in_flight > stats.peak_in_flight:
+            stats.peak_in_flight = stats.in_flight
         self._handle = handle
         handle.acquire()
         self._started = time.perf_counter()
@@ -323,11 +325,13 @@ class Call:
         fn = invoker._functions.get(self._name, self._namespace)
         handle = fn.pool.pick()
         if handle is None:
-            handle = await fn.pool.wait_ready(min(invoker._ready_wait_s, self._timeout_s))
-            if handle is None:
-                raise NoReadyReplica(
-                    f"function {fn.qualified_name} has no ready replica", retry_after_s=1
-                )
+            # The activator: resumes or starts a replica and waits for it. The wait counts
+            # against the call's timeout.
+            limit_s = invoker._ready_wait_s
+            wait_s = self._timeout_s if limit_s is None else min(limit_s, self._timeout_s)
+            began = time.monotonic()
+            handle = await invoker._functions.wait_for_replica(fn, wait_s)
+            self._timeout_s = max(self._timeout_s - (time.monotonic() - began), 0.001)
         waiter: asyncio.Future[None] = invoker._client.loop.create_future()
         self._send(fn, handle, partial(settle_waiter, waiter))
         try:

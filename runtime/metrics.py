@@ -64,11 +64,13 @@ class GatewayMetrics:
 class FunctionMetrics:
     """Counters of one function; the Invoker updates them, the collector reads them."""
 
-    __slots__ = ("by_code", "in_flight", "started")
+    __slots__ = ("by_code", "in_flight", "peak_in_flight", "started")
 
     def __init__(self) -> None:
         self.started = 0
         self.in_flight = 0
+        # Highest in_flight since the autoscaler last looked (it resets this each second).
+        self.peak_in_flight = 0
         self.by_code: dict[int, _Outcomes] = {}
 
     def finished(self, status: int, elapsed_s: float) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from runtime.errors import NoReadyReplica
 from runtime.models import Replica
 
 
@@ -37,6 +38,7 @@ class ReplicaHandle:
     in_flight: int = 0
     served: int = 0
     last_pick: int = 0  # pool-wide sequence number of the last time this replica was picked
+    paused_at: float = 0.0  # loop time it was paused (while PAUSED)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -90,6 +92,10 @@ class ReplicaPool:
         self._replicas: dict[str, ReplicaHandle] = {}
         self._ready_changed = asyncio.Condition()
         self._picks = 0
+        # Start failures so far, and the last one's reason: a waiter fails fast when one comes
+        # while it waits (a bad image or a crashing replica answers 503 now, not at timeout).
+        self._failures = 0
+        self._failure = ""
 
     def __len__(self) -> int:
         return len(self._replicas)
@@ -119,6 +125,16 @@ class ReplicaPool:
     def ready(self) -> list[ReplicaHandle]:
         return [h for h in self._replicas.values() if h.state is ReplicaState.READY]
 
+    def in_state(self, state: ReplicaState) -> list[ReplicaHandle]:
+        return [h for h in self._replicas.values() if h.state is state]
+
+    async def report_failure(self, reason: str) -> None:
+        """No replica could be started: fail the requests waiting for one, with ``reason``."""
+        self._failures += 1
+        self._failure = reason
+        async with self._ready_changed:
+            self._ready_changed.notify_all()
+
     def available_count(self) -> int:
         return sum(1 for h in self._replicas.values() if h.state is ReplicaState.READY)
 
@@ -141,11 +157,15 @@ class ReplicaPool:
         return best
 
     async def wait_ready(self, timeout_s: float) -> ReplicaHandle | None:
-        """Wait (bounded) until some replica is ready; None when the deadline passes."""
+        """Wait (bounded) until some replica is ready; None when the deadline passes.
+        NoReadyReplica with the reason if starting one fails meanwhile."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        failures = self._failures
         async with self._ready_changed:
             while (handle := self.pick()) is None:
+                if self._failures != failures:
+                    raise NoReadyReplica(self._failure, retry_after_s=1)
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None

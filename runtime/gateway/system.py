@@ -16,7 +16,6 @@ from runtime.errors import Conflict, FunctionNotFound, InvalidSpec
 from runtime.functions import FunctionRuntime
 from runtime.gateway.parsing import bool_arg, int_arg, json_object, namespace_arg, time_arg
 from runtime.gateway.state import SERVICES, Services
-from runtime.labels import max_replicas
 from runtime.models import FunctionSpec
 from runtime.names import DEFAULT_NAMESPACE, check_name
 
@@ -110,7 +109,7 @@ async def scale_function(request: web.Request) -> web.Response:
     if replicas < 0:
         raise InvalidSpec(f"replicas must not be negative (got {replicas})")
     fn = services.functions.get(name, namespace)
-    limit = min(max_replicas(fn.spec), MAX_MANUAL_REPLICAS)
+    limit = min(fn.scaling.max, MAX_MANUAL_REPLICAS)
     if replicas > limit:
         raise InvalidSpec(f"replicas {replicas} is above the maximum of {limit} for {name}")
     await services.functions.scale(name, namespace, replicas)

@@ -66,6 +66,9 @@ class Provider(Protocol):
 
     async def pause_replica(self, container_id: str) -> None: ...
 
+    async def replica_cpu_ns(self, container_id: str) -> int | None:
+        """CPU time the replica has used so far, in nanoseconds; None if it is gone."""
+
     async def unpause_replica(self, container_id: str) -> None: ...
 
     def logs(

@@ -521,6 +521,25 @@ class DockerProvider:
         self._known.pop(replica.container_id, None)
         log.info("replica removed %s %s", replica.qualified_name, replica.container_name)
 
+    async def replica_cpu_ns(self, container_id: str) -> int | None:
+        # one-shot: a single reading at once, instead of Docker waiting ~1 s for a second one
+        # (the sampler keeps its own previous reading).
+        try:
+            stats = await self._call(
+                "GET",
+                f"containers/{container_id}/stats",
+                params={"stream": "false", "one-shot": "true"},
+            )
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise LocalFaasError(
+                f"reading CPU of replica {container_id[:12]}: {exc.message}"
+            ) from exc
+        usage = ((stats or {}).get("cpu_stats") or {}).get("cpu_usage") or {}
+        total = usage.get("total_usage")
+        return int(total) if isinstance(total, int | float) else None
+
     async def pause_replica(self, container_id: str) -> None:
         qualified, name = await self._identify(container_id)
         try:

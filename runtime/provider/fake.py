@@ -57,6 +57,7 @@ class FakeContainer:
     host_port: int | None = None
     health: str | None = None
     requests_seen: int = 0
+    cpu_ns: int = 0  # CPU time used, as tests set it (what replica_cpu_ns reports)
     runner: web.AppRunner | None = None
     thawed: asyncio.Event = field(default_factory=asyncio.Event)
     log_lines: list[LogLine] = field(default_factory=list)
@@ -376,6 +377,13 @@ class FakeProvider:
             self.engine.publish(container, "stop")
         del self.engine.containers[container_id]
         self.engine.publish(container, "destroy")
+
+    async def replica_cpu_ns(self, container_id: str) -> int | None:
+        self._check_reachable()
+        try:
+            return self.container(container_id).cpu_ns
+        except ReplicaNotFound:
+            return None
 
     async def pause_replica(self, container_id: str) -> None:
         self._check_reachable()

@@ -9,6 +9,7 @@ import re
 import aiohttp
 import pytest
 
+from runtime.provider.docker import ReplicaStartFailed
 from tests.component.gateway.conftest import AUTH, Gateway, GatewayFactory
 
 NS = "openfaas-fn"
@@ -251,7 +252,7 @@ async def test_errors(gw: Gateway) -> None:
     assert (await gw.client.get("/function/")).status == 404
 
 
-async def test_no_ready_replica_is_503_with_retry_after(make_gateway: GatewayFactory) -> None:
+async def test_function_at_zero_is_started_by_the_request(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     await gw.deploy("a")
     await gw.wait_available("a")
@@ -261,6 +262,20 @@ async def test_no_ready_replica_is_503_with_retry_after(make_gateway: GatewayFac
     assert resp.status == 202
     await gw.wait_available("a", 0)
     resp = await gw.client.get("/function/a")
+    assert resp.status == 200
+    assert gw.functions.get("a", "openfaas-fn").desired_replicas == 1
+
+
+async def test_replica_that_cannot_start_is_503_with_reason(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    await gw.deploy("a")
+    await gw.wait_available("a")
+    await gw.client.post(
+        "/system/scale-function/a", json={"serviceName": "a", "replicas": 0}, headers=AUTH
+    )
+    await gw.wait_available("a", 0)
+    gw.provider.create_error = ReplicaStartFailed("port 8080 refused to bind")
+    resp = await gw.client.get("/function/a")
     assert resp.status == 503
     assert resp.headers["Retry-After"] == "1"
-    assert "no ready replica" in await resp.text()
+    assert "cannot start a replica of a.openfaas-fn: port 8080 refused to bind" in await resp.text()
