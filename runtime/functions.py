@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import aiohttp
 
@@ -107,7 +108,9 @@ class FunctionManager:
         self._drain_timeout_s = drain_timeout_s
         self._functions: dict[tuple[str, str], FunctionRuntime] = {}
         self._start_slots = asyncio.Semaphore(START_PARALLELISM)
-        self._tasks: set[asyncio.Task[bool]] = set()  # resumes started by the activator
+        # Resumes started by the activator, and replicas leaving (drain, then pause or remove)
+        # in the background so the supervisor is free to start or resume others meanwhile.
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._events_task: asyncio.Task[None] | None = None
         self.backend_error: str | None = None
         # Environment every replica gets unless its envVars say otherwise (set by the daemon).
@@ -170,6 +173,7 @@ class FunctionManager:
 
     async def close(self) -> None:
         tasks = [fn.task for fn in self._functions.values() if fn.task is not None]
+        tasks.extend(self._tasks)  # a replica left half-paused or half-removed is adopted again
         if self._events_task is not None:
             tasks.append(self._events_task)
         for task in tasks:
@@ -322,9 +326,7 @@ class FunctionManager:
         if paused:
             handle = paused[0]
             handle.state = ReplicaState.STARTING  # claimed: nothing else resumes or expires it
-            task = asyncio.create_task(self._resume(fn, handle), name=f"resume {fn.qualified_name}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._resume(fn, handle), f"resume {fn.qualified_name}")
         else:
             fn.wake.set()
 
@@ -430,8 +432,8 @@ class FunctionManager:
             # The least busy extra replicas leave: drained, then paused (the idle tier) or removed.
             extra = sorted(current, key=lambda h: (h.state is ReplicaState.READY, h.in_flight))
             pause = fn.pause_extras and fn.scaling.pause_after_s > 0
-            leave = self._pause if pause else self._retire
-            await asyncio.gather(*(leave(fn, h) for h in extra[:-missing]))
+            for handle in extra[:-missing]:
+                self._leave(fn, handle, pause=pause)
         # Paused replicas idle long enough leave for good.
         now = time.monotonic()
         expired = [
@@ -439,13 +441,17 @@ class FunctionManager:
             for h in fn.pool.in_state(ReplicaState.PAUSED)
             if now - h.paused_at >= fn.scaling.paused_keep_s
         ]
-        await asyncio.gather(*(self._retire(fn, h, drain=False) for h in expired))
+        for handle in expired:
+            self._leave(fn, handle, pause=False)
         ready_now = [h for h in fn.current() if h.state is ReplicaState.READY]
         # Rolling update: older generations leave only once the new one is fully ready.
         if len(ready_now) >= fn.desired_replicas:
-            old = [h for h in fn.pool if h.replica.generation != fn.generation]
-            if old:
-                await asyncio.gather(*(self._retire(fn, h) for h in old))
+            for handle in fn.pool:
+                if (
+                    handle.replica.generation != fn.generation
+                    and handle.state is not ReplicaState.DRAINING
+                ):
+                    self._leave(fn, handle, pause=False)
 
     async def _start_replica(self, fn: FunctionRuntime) -> None:
         try:
@@ -512,13 +518,25 @@ class FunctionManager:
         await fn.pool.set_state(handle, ReplicaState.READY)
         return True
 
+    def _leave(self, fn: FunctionRuntime, handle: ReplicaHandle, *, pause: bool) -> None:
+        """Take a replica out of service now (unroutable, no longer counted) and drain it, then
+        pause or remove it, in the background: a drain waits for the requests in flight and
+        stopping a container takes seconds, which must not hold up the supervisor."""
+        if handle.state in (ReplicaState.DRAINING, ReplicaState.GONE):
+            return
+        pause = pause and handle.state is ReplicaState.READY  # half-started: not worth keeping
+        was_paused = handle.state is ReplicaState.PAUSED
+        handle.state = ReplicaState.DRAINING
+        leave = self._pause(fn, handle) if pause else self._retire(fn, handle, drain=not was_paused)
+        self._spawn(leave, f"{'pause' if pause else 'remove'} {handle.replica.container_name}")
+
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _pause(self, fn: FunctionRuntime, handle: ReplicaHandle) -> None:
         """The idle tier: unroutable, drained (bounded), then frozen; removed if that fails."""
-        if handle.state not in (ReplicaState.READY, ReplicaState.STARTING):
-            return
-        if handle.state is ReplicaState.STARTING:
-            await self._retire(fn, handle, drain=False)  # not worth keeping half-started
-            return
         await fn.pool.set_state(handle, ReplicaState.DRAINING)
         if not await handle.wait_idle(self._drain_timeout_s):
             log.warning(
