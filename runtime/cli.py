@@ -16,7 +16,8 @@ from runtime import __version__
 from runtime.client import GatewayClient, GatewayError
 from runtime.config import Settings, default_state_dir
 from runtime.credentials import read_credentials
-from runtime.errors import LocalFaasError
+from runtime.errors import InvalidSpec, LocalFaasError
+from runtime.scaling.config import scaling_from_labels
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
@@ -120,7 +121,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
         ("Name", status["name"]),
         ("Namespace", status.get("namespace", "")),
         ("Status", "Ready" if status.get("availableReplicas") else "Not Ready"),
-        ("Replicas", f"{status.get('availableReplicas', 0)}/{status.get('replicas', 0)}"),
+        ("Replicas", _replicas_line(status)),
+        ("Scaling", _scaling_line(status.get("labels") or {})),
         ("Invocations", status.get("invocationCount", 0)),
         ("Image", status.get("image", "")),
         ("Process", status.get("envProcess", "")),
@@ -134,6 +136,48 @@ def cmd_describe(args: argparse.Namespace) -> int:
     for key, value in fields:
         print(f"{key + ':':<{width + 1}} {value}")
     return EXIT_OK
+
+
+def _replicas_line(status: dict[str, Any]) -> str:
+    line = f"{status.get('availableReplicas', 0)}/{status.get('replicas', 0)}"
+    paused = status.get("pausedReplicas") or 0
+    return f"{line} ({paused} paused)" if paused else line
+
+
+def _duration(seconds: float) -> str:
+    """15m, 1h30m, 45s, 2.5s: as the labels are written."""
+    if seconds < 60 or seconds != int(seconds):
+        return f"{seconds:g}s"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts)
+
+
+def _scaling_line(labels: dict[str, str]) -> str:
+    """The function's scaling settings in words, as the daemon reads its labels."""
+    try:
+        config = scaling_from_labels(labels)
+    except InvalidSpec as exc:
+        return f"invalid ({exc})"
+    if config.fixed:
+        return f"fixed at {config.min} replica{'s' if config.min != 1 else ''}"
+    unit = {"rps": "requests/s", "capacity": "in flight", "cpu": "milli-CPU"}[config.type]
+    line = (
+        f"{config.type}, target {config.target:g} {unit} per replica"
+        f" ({config.proportion:.0%}), {config.min}-{config.max} replicas"
+    )
+    idle = []
+    if config.pause_after_s > 0:
+        who = "replicas" if config.zero else "replicas beyond the minimum"
+        idle.append(f"{who} paused after {_duration(config.pause_after_s)} idle")
+    if config.zero:
+        idle.append(f"to zero after {_duration(config.zero_duration_s)} idle")
+    return line + ("; " + ", ".join(idle) if idle else "")
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:

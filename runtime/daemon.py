@@ -25,9 +25,9 @@ from runtime.gateway.middleware import BasicAuth
 from runtime.gateway.state import Services
 from runtime.invoker import Invoker
 from runtime.metrics import GatewayMetrics
-from runtime.scaling.autoscaler import Autoscaler
 from runtime.provider.docker import DockerProvider
 from runtime.queue.service import AsyncQueue, validate_async_annotations
+from runtime.scaling.autoscaler import Autoscaler
 from runtime.secrets import SecretFiles
 from runtime.store import Store
 from runtime.upstream import UpstreamClient

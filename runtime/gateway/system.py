@@ -18,6 +18,7 @@ from runtime.gateway.parsing import bool_arg, int_arg, json_object, namespace_ar
 from runtime.gateway.state import SERVICES, Services
 from runtime.models import FunctionSpec
 from runtime.names import DEFAULT_NAMESPACE, check_name
+from runtime.router import ReplicaState
 
 MAX_MANUAL_REPLICAS = 100
 routes = web.RouteTableDef()
@@ -31,6 +32,8 @@ def function_status(fn: FunctionRuntime) -> dict[str, Any]:
     status = fn.spec.to_json()
     status["replicas"] = fn.desired_replicas
     status["availableReplicas"] = fn.pool.available_count()
+    # Ours: replicas in the paused idle tier (resume in milliseconds), not counted as available.
+    status["pausedReplicas"] = len(fn.pool.in_state(ReplicaState.PAUSED))
     status["invocationCount"] = fn.invocation_count
     status["createdAt"] = _rfc3339(fn.created_at)
     return status

@@ -77,7 +77,10 @@ class ScalingConfig:
 
 def scaling_config(spec: FunctionSpec) -> ScalingConfig:
     """The scaling settings of ``spec``; InvalidSpec naming the label if one is bad."""
-    labels = spec.labels
+    return scaling_from_labels(spec.labels)
+
+
+def scaling_from_labels(labels: Mapping[str, str]) -> ScalingConfig:
     low = _int(labels, SCALE_MIN, DEFAULT_MIN, 0, MAX_REPLICAS_LIMIT)
     high = _int(labels, SCALE_MAX, DEFAULT_MAX, 1, MAX_REPLICAS_LIMIT)
     if high < low:
