@@ -86,9 +86,9 @@ def decide(config: ScalingConfig, state: PolicyState, obs: Observation) -> Decis
     load = max(obs.stable_load, obs.panic_load) if panic else obs.stable_load
 
     history = state.history
-    history.append((now, want))
     while history and history[0][0] <= now - config.down_window_s:
         history.popleft()
+    history.append((now, want))  # after the pruning: a down window of 0 keeps this one
     if want >= obs.replicas or panic or now - state.since < config.down_window_s:
         return Decision(max(want, obs.replicas), load, panic, config.type)  # up at once
     target = max(w for _, w in history)
