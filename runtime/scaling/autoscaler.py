@@ -130,7 +130,9 @@ class Autoscaler:
                     replicas=fn.active(),
                     stable_load=stable,
                     panic_load=panic,
-                    idle_s=max(now - fn.last_active, 0.0),
+                    # A replica count set from outside (API, activator) counts as activity: a
+                    # manual scale-up is not paused away at the next tick.
+                    idle_s=max(now - max(fn.last_active, tracked.policy.since), 0.0),
                     in_flight=stats.in_flight,
                     busy=busy,
                 ),
