@@ -27,6 +27,7 @@ from runtime.scaling.window import LoadWindow
 log = logging.getLogger("localfaas.scaling")
 
 TICK_S = 1.0
+EXPORT_CPU_EVERY = 5  # rounds of the CPU sampler
 
 # Is there work for this function besides requests in flight (e.g. queued async calls)?
 BusyCheck = Callable[[str, str], bool]
@@ -87,15 +88,23 @@ class Autoscaler:
             await asyncio.sleep(next_tick - loop.time())
 
     async def _sample_cpu(self) -> None:
+        """Functions that scale on CPU every few seconds; the others, whose CPU is only
+        exported, every EXPORT_CPU_EVERY rounds (each reading is one Docker API call)."""
         assert self.cpu is not None
+        rounds = 0
         while True:
+            everyone = rounds % EXPORT_CPU_EVERY == 0
             handles = [
-                h for fn in self._functions.list() if fn.scaling.type == "cpu" for h in fn.pool
+                h
+                for fn in self._functions.list()
+                if everyone or fn.scaling.type == "cpu"
+                for h in fn.pool
             ]
             try:
-                await self.cpu.sample(handles)
+                await self.cpu.sample(handles, forget_others=everyone)
             except Exception as exc:
                 log.debug("CPU sample failed: %s", exc)
+            rounds += 1
             await asyncio.sleep(self._cpu_every_s)
 
     def tick(self, now: float) -> list[tuple[FunctionRuntime, Decision]]:

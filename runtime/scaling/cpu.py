@@ -27,8 +27,11 @@ class CpuSampler:
         self._last: dict[str, tuple[float, int]] = {}  # container id → (when, cpu ns)
         self.millicpu: dict[str, float] = {}  # container id → milli-CPU over the last interval
 
-    async def sample(self, replicas: Iterable[ReplicaHandle]) -> None:
-        """Read each ready replica's CPU time once; keep milli-CPU for those read twice."""
+    async def sample(
+        self, replicas: Iterable[ReplicaHandle], *, forget_others: bool = True
+    ) -> None:
+        """Read each ready replica's CPU time once; keep milli-CPU for those read twice.
+        ``forget_others``: these are all the replicas there are; drop what is known of others."""
         handles = [h for h in replicas if h.state is ReplicaState.READY]
         readings = await asyncio.gather(
             *(self._provider.replica_cpu_ns(h.container_id) for h in handles),
@@ -51,11 +54,17 @@ class CpuSampler:
             if previous is not None and now > previous[0]:
                 used_ns = max(reading - previous[1], 0)
                 self.millicpu[cid] = used_ns / 1e6 / (now - previous[0])
+        if not forget_others:
+            return
         for cid in set(self._last) - seen:
             # Gone, paused or draining: its next reading starts afresh.
             self._last.pop(cid, None)
             self.millicpu.pop(cid, None)
 
     def total(self, replicas: Iterable[ReplicaHandle]) -> float:
-        """Milli-CPU of these replicas together (those with a reading)."""
-        return sum(self.millicpu.get(h.container_id, 0.0) for h in replicas)
+        """Milli-CPU of those of these replicas that are ready, together (those with a reading)."""
+        return sum(
+            self.millicpu.get(h.container_id, 0.0)
+            for h in replicas
+            if h.state is ReplicaState.READY
+        )
