@@ -153,7 +153,11 @@ class Autoscaler:
                 )
                 if decision.reason != fn.scaling.type:
                     why += f" reason={decision.reason}"
-                self._functions.set_replicas(fn, decision.replicas, why)
+                # Idle past zero-duration: the replicas go for good, not to the paused tier
+                # (with zero-duration below pause-after they would be frozen, then removed).
+                self._functions.set_replicas(
+                    fn, decision.replicas, why, pause_extras=decision.reason != "zero"
+                )
                 tracked.outside_changes = fn.outside_changes
                 changes.append((fn, decision))
         if len(self._tracked) != len(live):
