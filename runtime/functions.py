@@ -347,9 +347,12 @@ class FunctionManager:
                 if not adopted:
                     await self._adopt(fn)
                     adopted = True
-                await self._reconcile(fn)
+                expires_in_s = await self._reconcile(fn)
                 backoff_s = 0.5
                 timeout_s = RESYNC_INTERVAL_S
+                if expires_in_s is not None:
+                    # Back when the next paused replica is due to go, not up to a resync late.
+                    timeout_s = min(timeout_s, expires_in_s)
             except asyncio.CancelledError:
                 raise
             except BackendUnavailable as exc:
@@ -393,7 +396,8 @@ class FunctionManager:
             else:
                 await self._retire(fn, handle, drain=False)
 
-    async def _reconcile(self, fn: FunctionRuntime) -> None:
+    async def _reconcile(self, fn: FunctionRuntime) -> float | None:
+        """Converge ``fn`` once; the seconds until its next paused replica expires, if any."""
         # Forget replicas Docker no longer runs (died while we were not looking).
         live = {
             r.container_id: r
@@ -443,6 +447,11 @@ class FunctionManager:
         ]
         for handle in expired:
             self._leave(fn, handle, pause=False)
+        keep_s = fn.scaling.paused_keep_s
+        expires_in_s = min(
+            (h.paused_at + keep_s - now for h in fn.pool.in_state(ReplicaState.PAUSED)),
+            default=None,
+        )
         ready_now = [h for h in fn.current() if h.state is ReplicaState.READY]
         # Rolling update: older generations leave only once the new one is fully ready.
         if len(ready_now) >= fn.desired_replicas:
@@ -452,6 +461,7 @@ class FunctionManager:
                     and handle.state is not ReplicaState.DRAINING
                 ):
                     self._leave(fn, handle, pause=False)
+        return expires_in_s
 
     async def _start_replica(self, fn: FunctionRuntime) -> None:
         try:
@@ -561,6 +571,7 @@ class FunctionManager:
             return
         handle.paused_at = time.monotonic()
         await fn.pool.set_state(handle, ReplicaState.PAUSED)
+        fn.wake.set()  # the supervisor times its expiry from now
 
     async def _probe_ready(self, handle: ReplicaHandle, *, timeout_s: float) -> bool:
         """Poll the replica's `/_/ready` until 200, every 2 ms at first, then at most every
