@@ -1,13 +1,17 @@
 """Async invocations: `POST /async-function/{name}[.{ns}][/path]` and the call-management API
 under `/system/async/` (status, cancel, dead letters, replay, queue depths).
 
-The checks run in the order a caller can act on: unknown function (404), body too large (413),
+Both ways in — the gateway's front (front.py) for plain requests, this module's aiohttp route
+for the rest (chunked or large uploads, HTTP/1.0, ...) — run the same two functions here,
+`async_target` and `accept`, so one code path decides every answer. The checks run in the
+order a caller can act on: unknown function (404), body too large (413),
 bad call id or callback URL (400), then the queue itself (503 with Retry-After while NATS is
 away). 202 only once JetStream acknowledged the stored message.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -16,13 +20,13 @@ from runtime.errors import InvalidSpec
 from runtime.gateway.parsing import int_arg
 from runtime.gateway.proxy import PREFIX, function_of, limited, split_target
 from runtime.gateway.state import SERVICES, Services
+from runtime.gateway.wire import ASYNC_PREFIX
 from runtime.names import DEFAULT_NAMESPACE, check_name
 from runtime.queue.errors import QueueUnavailable
 from runtime.queue.message import Envelope, check_call_id, new_call_id, request_headers
 from runtime.queue.service import AsyncQueue
 
 routes = web.RouteTableDef()
-ASYNC_PREFIX = "/async-function/"
 MAX_LIST = 1000
 
 
@@ -32,33 +36,68 @@ def _queue(services: Services) -> AsyncQueue:
     return services.queue
 
 
-@routes.post("/async-function/{target}")
-@routes.post("/async-function/{target}/{tail:.*}")
-async def enqueue(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+@dataclass(frozen=True, slots=True)
+class AsyncTarget:
+    """Where an accepted call goes: the function, and the path and query it is replayed at."""
+
+    queue: AsyncQueue
+    name: str
+    namespace: str
+    path: str
+    query: str
+
+
+def async_target(services: Services, raw_target: str, content_length: int | None) -> AsyncTarget:
+    """The checks before the body is read, for both ways in (this module's aiohttp route and
+    the gateway's front): async enabled (503), function name (400), function deployed (404),
+    declared body size (413). ``raw_target`` is the request target as sent."""
     queue = _queue(services)
-    target, path, query = split_target(PREFIX + request.raw_path[len(ASYNC_PREFIX) :])
+    target, path, query = split_target(PREFIX + raw_target[len(ASYNC_PREFIX) :])
     name, namespace = function_of(target)
     services.functions.get(name, namespace)  # 404 for an unknown function
-    queue.check_body_size(request.content_length)
-    body = b""
-    if request.body_exists:
-        body = b"".join([chunk async for chunk in limited(request.content, queue.max_body_bytes)])
-    raw_id = request.headers.get("X-Call-Id")
+    queue.check_body_size(content_length)
+    return AsyncTarget(queue, name, namespace, path, query)
+
+
+async def accept(
+    target: AsyncTarget, method: str, headers: list[tuple[str, str]], body: bytes
+) -> str:
+    """Store the call durably and return its id: the rest of the checks (X-Call-Id and
+    X-Callback-Url: 400), then the publish (503 while the queue is away, 409 for an id taken
+    by another function). ``headers`` are the caller's, as sent."""
+    raw_id = raw_callback = None
+    for key, value in headers:
+        if len(key) == 9 and raw_id is None and key.lower() == "x-call-id":
+            raw_id = value
+        elif len(key) == 14 and raw_callback is None and key.lower() == "x-callback-url":
+            raw_callback = value
     call_id = check_call_id(raw_id, "X-Call-Id") if raw_id is not None else new_call_id()
-    callback_url = await queue.guard.validate(request.headers.get("X-Callback-Url"))
+    queue = target.queue
+    callback_url = await queue.guard.validate(raw_callback) if raw_callback else None
     env = Envelope(
         call_id=call_id,
-        function=name,
-        namespace=namespace,
-        method=request.method,
-        path=path,
-        query=query,
-        headers=request_headers(request.headers.items()),
+        function=target.name,
+        namespace=target.namespace,
+        method=method,
+        path=target.path,
+        query=target.query,
+        headers=request_headers(headers),
         body=body,
         callback_url=callback_url,
     )
     await queue.enqueue(env)
+    return call_id
+
+
+@routes.post("/async-function/{target}")
+@routes.post("/async-function/{target}/{tail:.*}")
+async def enqueue(request: web.Request) -> web.Response:
+    target = async_target(request.app[SERVICES], request.raw_path, request.content_length)
+    body = b""
+    if request.body_exists:
+        limit = target.queue.max_body_bytes
+        body = b"".join([chunk async for chunk in limited(request.content, limit)])
+    call_id = await accept(target, request.method, list(request.headers.items()), body)
     return web.Response(status=202, headers={"X-Call-Id": call_id})
 
 

@@ -1,5 +1,5 @@
-"""The gateway's front door: plain `/function/` requests are served right on the connection's
-asyncio Protocol; every other request hands the connection to aiohttp.
+"""The gateway's front door: plain `/function/` requests and `POST /async-function/` are served
+right on the connection's asyncio Protocol; every other request hands the connection to aiohttp.
 
 Why: on a 2-core host the gateway's CPU per proxied request comes straight out of the
 function's throughput, and aiohttp's server side (request and response objects, the writer,
@@ -15,6 +15,10 @@ calls without a task: a request is sent to the replica from `data_received` (`Ca
 and answered from the callback that the replica's head is in, so the usual small request and
 answer cost no task, future or coroutine. Waiting for a ready replica, a body still coming or
 streaming, and a caller slow to read take a task.
+
+An async call is checked (`async_api.async_target`: 404, 400, 413) right on the protocol and
+stored by a task (`async_api.accept`: call id, callback URL, the durable publish): the same
+two functions as the aiohttp route, so both ways answer alike.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import cast
 from aiohttp import web
 
 from runtime.errors import LocalFaasError
-from runtime.gateway import proxy
+from runtime.gateway import async_api, proxy
 from runtime.gateway.middleware import status_for
 from runtime.gateway.state import Services
 from runtime.gateway.wire import (
@@ -286,6 +290,9 @@ class FrontConnection(asyncio.Protocol):
         self.sent = False
         front = self.front
         front.busy.add(self)
+        if request.is_async:
+            self._start_async(request, body)
+            return
         try:
             call = self._call = _call_for(self, request, body)
             if call.start(self._on_head):
@@ -296,6 +303,18 @@ class FrontConnection(asyncio.Protocol):
             return
         self._call = None  # no replica ready yet: wait for one
         self.task = front.loop.create_task(serve(self, request, call))
+
+    def _start_async(self, request: FunctionRequest, body: bytes | None) -> None:
+        """`POST /async-function/`: the checks that need no waiting answer right here; the
+        rest (callback URL, the durable publish) takes a task (`serve_async`)."""
+        try:
+            target = async_api.async_target(
+                self.front.services, request.target, request.content_length
+            )
+        except Exception as exc:
+            self.finished(self._error_answer(request, exc))
+            return
+        self.task = self.front.loop.create_task(serve_async(self, request, target, body or b""))
 
     def _on_head(self, exc: BaseException | None) -> None:
         """The replica's head is in, or the call failed before (`Call.start`)."""
@@ -491,6 +510,47 @@ async def serve(conn: FrontConnection, request: FunctionRequest, call: Call) -> 
         outcome = conn._error_answer(request, exc)
     finally:
         conn.finished(outcome)
+
+
+async def serve_async(
+    conn: FrontConnection, request: FunctionRequest, target: async_api.AsyncTarget, body: bytes
+) -> None:
+    """An async call on the front: stored durably, then 202 with its X-Call-Id."""
+    outcome = _ABORT
+    try:
+        call_id = await async_api.accept(target, request.method, _caller_pairs(request), body)
+        conn.hold(_accepted(conn, call_id, request.close))
+        outcome = _CLOSE if request.close else _KEEP
+    except Exception as exc:
+        outcome = conn._error_answer(request, exc)
+    finally:
+        conn.finished(outcome)
+
+
+def _caller_pairs(request: FunctionRequest) -> list[tuple[str, str]]:
+    """The caller's header fields as aiohttp's request would list them (names as sent,
+    values without surrounding blanks, decoded as aiohttp decodes them)."""
+    pairs = []
+    for line in request.forward.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            pairs.append(
+                (name.decode("ascii"), value.strip(b" \t").decode("utf-8", "surrogateescape"))
+            )
+    return pairs
+
+
+def _accepted(conn: FrontConnection, call_id: str, close: bool) -> bytes:
+    """The 202 head, as the aiohttp route answers it (less aiohttp's Server field)."""
+    return b"".join(
+        (
+            b"HTTP/1.1 202 Accepted\r\nX-Call-Id: ",
+            call_id.encode("ascii"),
+            b"\r\nContent-Length: 0\r\nDate: ",
+            conn.front.date.now_bytes(),
+            b"\r\nConnection: close\r\n\r\n" if close else b"\r\n\r\n",
+        )
+    )
 
 
 async def _finish(

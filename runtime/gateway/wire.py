@@ -1,7 +1,7 @@
 """Request heads the gateway's front serves itself (see front.py), and response heads it writes.
 
 The front takes only a plain subset of HTTP/1.1, checked strictly in one regular expression:
-origin-form `/function/...` targets, token field names, no control characters, one Host, at
+origin-form `/function/...` targets (and `POST /async-function/...`), token field names, no control characters, one Host, at
 most one Content-Length and nothing that changes framing or the connection (Transfer-Encoding,
 Expect, Upgrade). Anything else is not an error here: `parse_function_request` returns None
 and the connection goes to aiohttp, which serves or rejects it exactly as it always did.
@@ -16,11 +16,14 @@ from typing import NamedTuple
 
 from runtime.gateway.proxy import PREFIX, REQUEST_DROP
 
+ASYNC_PREFIX = "/async-function/"
+
 MAX_HEAD_BYTES = 16 * 1024  # longer heads go to aiohttp, which has its own limits and errors
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _HEAD = re.compile(
-    rb"([A-Z]{1,16}) (" + PREFIX.encode() + rb"[\x21-\x7e]*) HTTP/1\.1"
+    rb"([A-Z]{1,16}) ((?:" + PREFIX.encode() + rb"|" + ASYNC_PREFIX.encode() + rb")[\x21-\x7e]*)"
+    rb" HTTP/1\.1"
     rb"((?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*)"
 )
 # What the parser does with a field, by lower-case name; fields not listed pass on as they are.
@@ -59,6 +62,10 @@ class FunctionRequest(NamedTuple):
     call_id: bytes | None  # the caller's X-Call-Id (the first, when not empty)
     forwarded_for: bytes | None  # the caller's first X-Forwarded-For
     forwarded_host: bytes | None  # the caller's first X-Forwarded-Host
+    # `/async-function/`: ``forward`` then holds every field line as sent (each ending in
+    # CRLF): the envelope keeps what aiohttp's request headers hold, chosen by the same code.
+    # The other fields are those of `/function/` (unused).
+    is_async: bool
 
 
 def parse_function_request(head: bytes) -> FunctionRequest | None:
@@ -75,7 +82,11 @@ def parse_function_request(head: bytes) -> FunctionRequest | None:
     if method_b == b"CONNECT":
         return None
     target = target_b.decode("ascii")
-    segment = target[len(PREFIX) :].partition("/")[0].partition("?")[0]
+    is_async = target_b[1] == 97  # "a"sync-function
+    if is_async and method_b != b"POST":
+        return None  # aiohttp's 405
+    segment = target[len(ASYNC_PREFIX if is_async else PREFIX) :]
+    segment = segment.partition("/")[0].partition("?")[0]
     if not segment or "%" in segment:
         return None  # the router's answer (404) or its decoding rules apply
     kept: list[bytes] = []
@@ -114,7 +125,9 @@ def parse_function_request(head: bytes) -> FunctionRequest | None:
             return None
     if not host:
         return None
-    if tokens and not tokens <= _USUAL_TOKENS:
+    if is_async:
+        kept = fields[2:].split(b"\r\n") if fields else []
+    elif tokens and not tokens <= _USUAL_TOKENS:
         kept = [line for line in kept if line.partition(b":")[0].lower() not in tokens]
     # tuple's constructor: NamedTuple's own is a Python function, a measurable cost here.
     return _new_tuple(
@@ -129,6 +142,7 @@ def parse_function_request(head: bytes) -> FunctionRequest | None:
             call_id or None,
             forwarded_for,
             forwarded_host,
+            is_async,
         ),
     )
 

@@ -2,13 +2,16 @@
 
 By default the gateway listens as the daemon does, through its front (`/function/` requests
 served on the front's protocol, the rest handed to aiohttp); ``front=False`` listens with plain
-aiohttp, so the routed proxy handler gets every request.
+aiohttp, so the routed handlers get every request. LOCALFAAS_TEST_FRONT=off makes plain aiohttp
+the default, to run whole test files against the routed handlers (the front and aiohttp must
+answer alike).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +94,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         max_body_bytes: int = 1024 * 1024,
         invoke_timeout_s: float = 5.0,
         provider: FakeProvider | None = None,
-        front: bool = True,
+        front: bool | None = None,
         with_async: bool = False,
         async_max_body_bytes: int = 1024 * 1024,
         nats_url: str | None = None,
@@ -153,6 +156,8 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         gateway_front: FunctionFront | None = None
+        if front is None:
+            front = os.environ.get("LOCALFAAS_TEST_FRONT", "on") != "off"
         if front:
             assert runner.server is not None
             gateway_front = FunctionFront(services, runner.server)

@@ -255,3 +255,39 @@ def test_response_head_bytes() -> None:
     assert response_head(200, "OK", [("A", "1"), ("B", "caf\u00e9")]) == (
         b"HTTP/1.1 200 OK\r\nA: 1\r\nB: caf\xc3\xa9\r\n\r\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "served"),
+    [
+        (b"POST /async-function/a HTTP/1.1\r\nHost: h", True),
+        (b"POST /async-function/a.ns/x/y?z HTTP/1.1\r\nHost: h\r\nContent-Length: 3", True),
+        (b"GET /async-function/a HTTP/1.1\r\nHost: h", False),  # aiohttp's 405
+        (b"PUT /async-function/a HTTP/1.1\r\nHost: h", False),
+        (b"POST /async-function/ HTTP/1.1\r\nHost: h", False),
+        (b"POST /async-function/%61 HTTP/1.1\r\nHost: h", False),
+        (b"POST /async-functions/a HTTP/1.1\r\nHost: h", False),
+        (b"POST /async-function/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked", False),
+        (b"POST /async-function/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue", False),
+    ],
+)
+def test_front_takes_plain_async_posts(raw: bytes, served: bool) -> None:
+    request = parse_function_request(raw)
+    assert (request is not None) is served
+    assert request is None or request.is_async
+
+
+def test_async_request_keeps_every_field_line() -> None:
+    # The envelope's headers are chosen from all of them, by the same code as aiohttp's.
+    request = parse_function_request(
+        b"POST /async-function/a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n"
+        b"Connection: close, X-Hop\r\nX-Hop: 1\r\nX-Call-Id: abc\r\nX-Val:  v "
+    )
+    assert request is not None and request.is_async and request.close
+    assert request.content_length == 2
+    assert request.forward == (
+        b"Host: h\r\nContent-Length: 2\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n"
+        b"X-Call-Id: abc\r\nX-Val:  v \r\n"
+    )
+    plain = parse_function_request(b"POST /function/a HTTP/1.1\r\nHost: h")
+    assert plain is not None and not plain.is_async
