@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 MAX_HISTORY = 50
 MAX_ERROR_CHARS = 300
@@ -112,10 +114,13 @@ class CallStatus:
         }
 
     def encode(self) -> bytes:
-        """The stored form (field names as in the dataclass)."""
-        data = asdict(self)
+        """The stored form (field names as in the dataclass). Fields straight from
+        ``__dict__`` (in field order, as `asdict` gives them): `asdict`'s recursive copy was
+        a measurable part of an async call's cost."""
+        data = dict(self.__dict__)
         data["state"] = self.state.value
-        return json.dumps(data, separators=(",", ":")).encode()
+        data["history"] = [record.__dict__ for record in self.history]
+        return _dumps(data).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> CallStatus:

@@ -57,15 +57,14 @@ class SqliteStatusStore:
         return CallStatus.decode(row[0]), int(row[1])
 
     async def create(self, status: CallStatus) -> int | None:
-        # No await between the statements: nothing else runs on the daemon's loop meanwhile.
+        # One statement: a first record, or one in place of an expired record (which reads as
+        # absent) at revision 1 again.
         now = self._clock()
-        self._db.execute(
-            "DELETE FROM call_status WHERE call_id = ? AND expires_at <= ?", (status.call_id, now)
-        )
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO call_status (call_id, revision, data, expires_at) "
-            "VALUES (?, 1, ?, ?)",
-            (status.call_id, status.encode(), now + self._ttl_s),
+            "INSERT INTO call_status (call_id, revision, data, expires_at) VALUES (?, 1, ?, ?) "
+            "ON CONFLICT (call_id) DO UPDATE SET revision = 1, data = excluded.data, "
+            "expires_at = excluded.expires_at WHERE call_status.expires_at <= ?",
+            (status.call_id, status.encode(), now + self._ttl_s, now),
         )
         return 1 if cursor.rowcount == 1 else None
 

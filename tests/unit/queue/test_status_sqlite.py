@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from runtime.queue.status import CallState, CallStatus
+from runtime.queue.status import AttemptRecord, CallState, CallStatus
 from runtime.queue.status_sqlite import SqliteStatusStore
 
 
@@ -40,3 +41,18 @@ async def test_records_survive_a_restart_and_expire(tmp_path: Path) -> None:
     now[0] += 61
     assert again.purge_expired() == 1
     again.close()
+
+
+def test_stored_form_is_unchanged() -> None:
+    # encode() builds the record from the fields directly; it must read as the dataclasses
+    # `asdict` form earlier versions stored (records outlive a daemon upgrade).
+    status = replace(
+        _status(),
+        history=(AttemptRecord(1, 1.0, 2.0, 500, "boom"), AttemptRecord(2, 3.0, 4.0, 200)),
+        callback_url="http://127.0.0.1/cb",
+        seq=7,
+    )
+    legacy = asdict(status)
+    legacy["state"] = status.state.value
+    assert status.encode() == json.dumps(legacy, separators=(",", ":")).encode()
+    assert CallStatus.decode(status.encode()) == status
