@@ -213,8 +213,9 @@ class FunctionManager:
         if existing is None:
             replicas = scaling.min
         else:
-            # An update keeps the current scale, within the new bounds.
-            replicas = min(max(existing.desired_replicas, scaling.min), scaling.max)
+            # An update keeps the current scale, within the new bounds (a function scaled to
+            # zero stays there until a request comes).
+            replicas = min(max(existing.desired_replicas, scaling.idle_floor), scaling.max)
         generation = self._store.put_function(spec, replicas=replicas)
         stored = self._store.get_function(spec.name, spec.namespace)
         assert stored is not None
@@ -477,6 +478,9 @@ class FunctionManager:
             await self._start_failed(fn, f"cannot start a replica of {fn.qualified_name}: {exc}")
             raise
         handle = fn.pool.add(replica)
+        if replica.state in ("exited", "dead"):
+            # Died before the pool knew it (its "die" event found no handle to mark).
+            fn.failed.add(replica.container_id)
         if fn.deleted or replica.generation != fn.generation:
             await self._retire(fn, handle, drain=False)
             return
@@ -520,7 +524,7 @@ class FunctionManager:
                 "cannot resume %s of %s: %s", handle.replica.container_name, fn.qualified_name, exc
             )
             await self._retire(fn, handle, drain=False)
-            await self._start_failed(fn, f"cannot resume a replica of {fn.qualified_name}: {exc}")
+            fn.wake.set()  # the supervisor starts a fresh replica for those waiting
             return False
         if fn.deleted or handle.replica.generation != fn.generation:
             await self._retire(fn, handle, drain=False)

@@ -8,7 +8,6 @@ import dataclasses
 import socket
 import time
 
-import pytest
 from multidict import CIMultiDictProxy
 
 from runtime.models import Replica
@@ -166,11 +165,6 @@ async def test_replica_dying_while_starting_answers_503_with_the_reason(
     assert status == 200, text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _start_replica probes a replica Docker already reports exited (its die event"
-    " came before the pool knew it) until ready_timeout; waiters get the timeout, not the reason",
-)
 async def test_replica_dead_on_arrival_answers_503_with_the_reason(
     make_gateway: GatewayFactory, counting: CountingProvider
 ) -> None:
