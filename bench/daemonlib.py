@@ -26,10 +26,11 @@ def base_image() -> str:
     return os.environ.get("LOCALFAAS_BASE_IMAGE", "localfaas/python-base:bookworm")
 
 
-def build_hello(image: str, cache_dir: Path) -> None:
+def build_hello(image: str, cache_dir: Path, handler: str = HELLO) -> None:
+    """Build a python3-http function (``handler``: the source of its handler.py) as ``image``."""
     root = Path(tempfile.mkdtemp(prefix="bench-fn-"))
     (root / "hello").mkdir()
-    (root / "hello" / "handler.py").write_text(HELLO)
+    (root / "hello" / "handler.py").write_text(handler)
     (root / "stack.yml").write_text(
         f"version: 1.0\nfunctions:\n  hello:\n    lang: python3-http\n    handler: ./hello\n    image: {image}\n"
     )
