@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -43,7 +44,17 @@ def test_lifecycle_deploy_update_scale_logs_secrets_delete(
     assert (
         daemon.cli("secret", "create", "api-key", "--from-literal", "s3cr3t-value").returncode == 0
     )
-    deploy(daemon, test_function_image, envVars={"VERSION": "1"}, secrets=["api-key"])
+    # One replica until scaled by hand: under the update's load (hundreds of requests/s) the
+    # autoscaler would add replicas at its default target (50/s each), and this test counts
+    # containers.
+    fixed = {"com.openfaas.scale.target": "10000"}
+    deploy(
+        daemon,
+        test_function_image,
+        envVars={"VERSION": "1"},
+        secrets=["api-key"],
+        labels=fixed,
+    )
     daemon.wait_available("probe", 1)
     reply = daemon.request("POST", "/function/probe", b"hi")
     assert reply.status == 200 and reply.json()["version"] == "1"
@@ -60,7 +71,10 @@ def test_lifecycle_deploy_update_scale_logs_secrets_delete(
             r = daemon.request("GET", "/function/probe", timeout_s=10)
             outcomes[f"{r.status} v{r.json()['version'] if r.status == 200 else '?'}"] += 1
 
-    with ThreadPoolExecutor(4) as pool:
+    # The stack stops the load on the way out: after a failed wait, too (else the pool's exit
+    # waits for the load threads forever).
+    with ThreadPoolExecutor(4) as pool, contextlib.ExitStack() as stack:
+        stack.callback(stop.set)
         for _ in range(4):
             pool.submit(load)
         time.sleep(0.3)
@@ -72,6 +86,7 @@ def test_lifecycle_deploy_update_scale_logs_secrets_delete(
                 "image": test_function_image,
                 "envVars": {"VERSION": "2"},
                 "secrets": ["api-key"],
+                "labels": fixed,
             },
         )
         assert reply.status == 202, reply.body
