@@ -103,6 +103,9 @@ class Daemon:
             log.warning("Docker is not reachable (%s); will keep retrying", exc)
             functions.backend_error = str(exc)
         functions.default_env["OPENFAAS_URL"] = f"http://gateway:{settings.port}"
+        # The daemon drains a replica (unroutable, nothing in flight) before it stops it, so
+        # the watchdog's own wait for routers to notice (5 s by default) only delays removal.
+        functions.default_env["healthcheck_interval"] = "0"
         functions.validators.append(validate_async_annotations)
         await functions.start()
         self._stack.push_async_callback(functions.close)

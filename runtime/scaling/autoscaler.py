@@ -120,7 +120,9 @@ class Autoscaler:
             stats = self._metrics.function(fn.qualified_name)
             millicpu = self.cpu.total(fn.pool) if self.cpu is not None else 0.0
             sample = tracked.window.observe(stats, millicpu)
-            if sample.started:
+            if sample.started or stats.in_flight:
+                # Idle counts from the last moment it had work: a 20 s request that just
+                # ended does not leave the function idle for 20 s already.
                 fn.last_active = max(fn.last_active, now)
             if fn.outside_changes != tracked.outside_changes:
                 tracked.outside_changes = fn.outside_changes
@@ -136,7 +138,9 @@ class Autoscaler:
                 tracked.policy,
                 Observation(
                     now=now,
-                    replicas=fn.active(),
+                    # What is wanted, not what is in the pool yet: replicas still being
+                    # created are not in it, and an API scale-up would be undone at once.
+                    replicas=fn.desired_replicas,
                     stable_load=stable,
                     panic_load=panic,
                     # A replica count set from outside (API, activator) counts as activity: a

@@ -361,12 +361,6 @@ def test_long_request_is_not_cut_by_the_reaper(
     print(f"\nlong request: 200 after {ms / 1000:.1f}s; states while running {dict(states)}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="autoscaler.py passes the policy fn.active() (replicas in the pool) as the current"
-    " count; replicas still being created are not in the pool yet, so the down-window hold"
-    " after an API scale returns max(want, active) = 1 and undoes 1→3 at the next tick",
-)
 def test_api_scale_is_held_for_the_down_window(
     daemon_factory: Factory, test_function_image: str
 ) -> None:
