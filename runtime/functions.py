@@ -405,6 +405,8 @@ class FunctionManager:
             for r in await self._provider.list_replicas(fn.spec.name, fn.spec.namespace)
         }
         for handle in fn.pool:
+            if handle.state is ReplicaState.DRAINING and handle.container_id not in fn.failed:
+                continue  # leaving on purpose (scaled down, pausing): not a replica to replace
             replica = live.get(handle.container_id)
             if (
                 replica is None
