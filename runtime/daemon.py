@@ -121,6 +121,7 @@ class Daemon:
         )
         self._queue = queue
         await queue.start()
+        autoscaler.busy = queue.has_queued  # queued async calls keep a function from idling
         self._stack.push_async_callback(queue.close)  # closed before the functions' supervisors
         context = daemon_context(settings, invoker, queue, store, secrets, metrics.registry)
         connectors = ConnectorHost(functions, default_connectors(context))

@@ -132,6 +132,9 @@ class AsyncQueue:
         self.guard = CallbackGuard(policy)
         self._server: EmbeddedNats | None = None
         self._live: _Connected | None = None
+        # Calls queued or in flight per function ("name.namespace"), as of the last refresh:
+        # the autoscaler counts a function with queued calls as busy, not idle.
+        self._depths: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._changes: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._connected = asyncio.Event()
@@ -303,6 +306,7 @@ class AsyncQueue:
             except Exception as exc:
                 log.debug("queue depths not refreshed: %s", exc)
                 continue
+            self._depths = {qualified: depth.total for qualified, depth in depths.items()}
             for qualified, depth in depths.items():
                 name, _, namespace = qualified.partition(".")
                 if depth.total == 0 and not self._exists(name, namespace):
@@ -310,6 +314,11 @@ class AsyncQueue:
                     log.info(
                         "async worker for %s removed (function deleted, queue empty)", qualified
                     )
+
+    def has_queued(self, namespace: str, name: str) -> bool:
+        """Whether calls of the function wait in its queue or retry (as of the last refresh,
+        at most a couple of seconds old)."""
+        return self._depths.get(f"{name}.{namespace}", 0) > 0
 
     def _exists(self, name: str, namespace: str) -> bool:
         try:

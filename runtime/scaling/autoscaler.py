@@ -54,7 +54,7 @@ class Autoscaler:
     ) -> None:
         self._functions = functions
         self._metrics = metrics
-        self._busy = busy
+        self.busy = busy
         self._tick_s = tick_s
         self._cpu_every_s = cpu_every_s
         self.cpu = CpuSampler(provider) if provider is not None else None
@@ -131,8 +131,10 @@ class Autoscaler:
                 continue
             stable, panic = tracked.window.load(fn.scaling.type)
             busy = fn.waiting > 0 or (
-                self._busy is not None and self._busy(fn.spec.namespace, fn.spec.name)
+                self.busy is not None and self.busy(fn.spec.namespace, fn.spec.name)
             )
+            if busy:
+                fn.last_active = max(fn.last_active, now)
             decision = decide(
                 fn.scaling,
                 tracked.policy,

@@ -143,3 +143,21 @@ async def test_replica_draining_to_pause_is_frozen_only_after_its_request_comple
     assert await slow == (200, "slept")
     await until(lambda: handle.state is ReplicaState.PAUSED, "replica paused after the drain")
     assert container.state == "paused"
+
+
+async def test_queued_async_calls_keep_a_function_from_idling(
+    make_gateway: GatewayFactory, counting: CountingProvider
+) -> None:
+    """Work waiting in the function's async queue (the autoscaler's busy check) counts as
+    activity: no pause, no zero while it is there; once it is gone the function idles."""
+    gw = await make_gateway(provider=counting)
+    fn = await deploy_ready(gw, "queued", {SCALE_ZERO: "true", SCALE_ZERO_DURATION: "5s"})
+    queued = {("openfaas-fn", "queued")}
+    ticks = Ticks(gw)
+    ticks.autoscaler.busy = lambda namespace, name: (namespace, name) in queued
+    assert ticks.at(40) == []
+    assert fn.desired_replicas == 1 and counting.pauses == 0
+    queued.clear()
+    assert ticks.at(44) == []  # idle counts from the last tick with work queued (40)
+    ((_, decision),) = ticks.at(46)
+    assert (decision.replicas, decision.reason) == (0, "zero")
