@@ -10,28 +10,46 @@ from runtime.errors import InvalidSpec
 
 @overload
 def int_annotation(
-    annotations: Mapping[str, str], key: str, default: int, low: int, high: int
+    annotations: Mapping[str, str],
+    key: str,
+    default: int,
+    low: int,
+    high: int,
+    *,
+    kind: str = "annotation",
 ) -> int: ...
 
 
 @overload
 def int_annotation(
-    annotations: Mapping[str, str], key: str, default: None, low: int, high: int
+    annotations: Mapping[str, str],
+    key: str,
+    default: None,
+    low: int,
+    high: int,
+    *,
+    kind: str = "annotation",
 ) -> int | None: ...
 
 
 def int_annotation(
-    annotations: Mapping[str, str], key: str, default: int | None, low: int, high: int
+    annotations: Mapping[str, str],
+    key: str,
+    default: int | None,
+    low: int,
+    high: int,
+    *,
+    kind: str = "annotation",
 ) -> int | None:
     """``annotations[key]`` as a whole number in [low, high]; ``default`` when absent or blank.
-    InvalidSpec (400 at deploy) names the annotation otherwise."""
+    InvalidSpec (400 at deploy) names the annotation (or label: ``kind``) otherwise."""
     raw = annotations.get(key, "").strip()
     if raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidSpec(f"annotation {key}: {raw!r} is not a whole number") from None
+        raise InvalidSpec(f"{kind} {key}: {raw!r} is not a whole number") from None
     if not low <= value <= high:
-        raise InvalidSpec(f"annotation {key}: {value} is outside {low}-{high}")
+        raise InvalidSpec(f"{kind} {key}: {value} is outside {low}-{high}")
     return value

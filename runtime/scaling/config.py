@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from runtime.errors import InvalidSpec
+from runtime.labels import int_annotation
 from runtime.models import FunctionSpec
 
 SCALE_MIN = "com.openfaas.scale.min"
@@ -119,18 +120,7 @@ def _raw(labels: Mapping[str, str], key: str) -> str:
 
 
 def _int(labels: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
-    raw = _raw(labels, key)
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidSpec(f"label {key}: {raw!r} is not a whole number") from None
-    if value < low:
-        raise InvalidSpec(f"label {key}: {value} is below {low}")
-    if value > high:
-        raise InvalidSpec(f"label {key}: {value} is above {high}")
-    return value
+    return int_annotation(labels, key, default, low, high, kind="label")
 
 
 def _number(labels: Mapping[str, str], key: str, default: float) -> float:

@@ -32,7 +32,7 @@ from tests.component.scaling.conftest import (
 @pytest.mark.parametrize(
     ("labels", "named", "says"),
     [
-        ({SCALE_MIN: "-1"}, SCALE_MIN, "below 0"),
+        ({SCALE_MIN: "-1"}, SCALE_MIN, "outside 0-1000"),
         ({SCALE_MIN: "two"}, SCALE_MIN, "not a whole number"),
         ({SCALE_MAX: "1.5"}, SCALE_MAX, "not a whole number"),
         ({SCALE_MIN: "3", SCALE_MAX: "2"}, SCALE_MAX, "below"),
@@ -43,7 +43,7 @@ from tests.component.scaling.conftest import (
         ({SCALE_ZERO: "true", SCALE_ZERO_DURATION: "soon"}, SCALE_ZERO_DURATION, "not a duration"),
         ({SCALE_ZERO: "true", SCALE_ZERO_DURATION: "0s"}, SCALE_ZERO_DURATION, "above 0"),
         ({SCALE_PAUSE_AFTER: "-5s"}, SCALE_PAUSE_AFTER, "not a duration"),
-        ({SCALE_QUEUE_DEPTH: "0"}, SCALE_QUEUE_DEPTH, "below 1"),
+        ({SCALE_QUEUE_DEPTH: "0"}, SCALE_QUEUE_DEPTH, "outside 1-1000000"),
     ],
 )
 async def test_bad_scaling_label_is_400_naming_it(
