@@ -50,6 +50,7 @@ NAMESPACE = "openfaas-fn"
 IMAGE = "localfaas-bench/async-noop:latest"
 CONCURRENCY_ANNOTATION = "com.localfaas.async.concurrency"
 SCALE_MIN_LABEL = "com.openfaas.scale.min"
+SCALE_MAX_LABEL = "com.openfaas.scale.max"  # = min: the autoscaler leaves the replica count fixed
 VARIANTS: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("durable (fsync before ack)", "durable", {}),
     ("fsync off", "fsync-off", {"LOCALFAAS_NATS_FSYNC": "off"}),
@@ -582,7 +583,7 @@ def main() -> None:
                 continue
             daemon = daemonlib.start_daemon(env=env)
             variants.append(Variant(name, slug, env, daemon, CpuMeter(daemon.proc.pid, None, []), Profiler(args.profile, daemon.proc.pid)))
-            daemon.deploy(FUNCTION, IMAGE, annotations={CONCURRENCY_ANNOTATION: str(args.concurrency)}, labels={SCALE_MIN_LABEL: str(args.replicas)})
+            daemon.deploy(FUNCTION, IMAGE, annotations={CONCURRENCY_ANNOTATION: str(args.concurrency)}, labels={SCALE_MIN_LABEL: str(args.replicas), SCALE_MAX_LABEL: str(args.replicas)})
         for v in variants:
             v.daemon.wait_ready(FUNCTION, args.replicas)
             wait_worker(v.daemon, args.concurrency)

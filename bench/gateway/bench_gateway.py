@@ -12,6 +12,8 @@ import benchlib  # noqa: E402
 import daemonlib  # noqa: E402
 
 
+ONE_REPLICA = {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "1"}
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
@@ -24,7 +26,9 @@ def main() -> None:
     daemonlib.build_hello(image, cache)
     daemon = daemonlib.start_daemon()
     try:
-        daemon.deploy("hello", image)
+        # One replica throughout: the gateway is compared with that same replica reached directly
+        # (the autoscaler would otherwise add replicas under the load).
+        daemon.deploy("hello", image, labels=ONE_REPLICA)
         daemon.wait_ready("hello")
         (port,) = daemon.replica_ports("hello")
         targets = {
@@ -41,7 +45,7 @@ def main() -> None:
             print(f"  {name}: {loaded.requests_per_s:,.0f} req/s", file=sys.stderr)
         rss_one = daemon.rss_mib()
         for i in range(1, args.functions):
-            daemon.deploy(f"fn-{i:02d}", image)
+            daemon.deploy(f"fn-{i:02d}", image, labels=ONE_REPLICA)
         for i in range(1, args.functions):
             daemon.wait_ready(f"fn-{i:02d}")
         # Each function serves once, so connection pools and metrics exist for all of them.
