@@ -66,6 +66,9 @@ class FunctionRuntime:
     # Replicas beyond the desired count are paused (the idle tier) rather than removed, unless
     # the count was set through the API: a user scaling down expects the containers gone.
     pause_extras: bool = True
+    # A created, never started container (id, generation) kept while the function is at zero,
+    # so the next cold start skips `docker create`; "" while one is being made.
+    standby: tuple[str, int] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -380,6 +383,13 @@ class FunctionManager:
         for replica in await self._provider.list_replicas(fn.spec.name, fn.spec.namespace):
             if fn.pool.get(replica.container_id) is not None:
                 continue
+            if (
+                replica.state == "created"
+                and replica.generation == fn.generation
+                and fn.standby is None
+            ):
+                fn.standby = (replica.container_id, replica.generation)
+                continue
             if replica.state == "paused" and replica.generation == fn.generation:
                 handle = fn.pool.add(replica, ReplicaState.PAUSED)
                 handle.paused_at = time.monotonic()  # its idle time before the restart is unknown
@@ -464,18 +474,68 @@ class FunctionManager:
                     and handle.state is not ReplicaState.DRAINING
                 ):
                     self._leave(fn, handle, pause=False)
+        self._keep_standby(fn)
         return expires_in_s
 
+    def _request(self, fn: FunctionRuntime) -> ReplicaRequest:
+        secrets_dir = None
+        gid = None
+        if fn.spec.secrets:
+            gid = fn.secrets_gid
+            secrets_dir = self._secrets.materialize(fn.spec, gid)
+        return ReplicaRequest(fn.spec, fn.generation, secrets_dir, gid, self.default_env)
+
+    def _keep_standby(self, fn: FunctionRuntime) -> None:
+        """At zero (and allowed to be): have a created container ready for the next cold
+        start; a standby of an older generation goes."""
+        standby = fn.standby
+        if standby and standby[1] != fn.generation:
+            fn.standby = None
+            self._spawn(
+                self._provider.remove_replica(standby[0]), f"remove standby {standby[0][:12]}"
+            )
+            standby = None
+        if (
+            standby is None
+            and not fn.deleted
+            and fn.desired_replicas == 0
+            and fn.scaling.idle_floor == 0
+            and not fn.pool.in_state(ReplicaState.PAUSED)
+            and self.backend_error is None
+        ):
+            fn.standby = ("", fn.generation)  # being made
+            self._spawn(self._prepare_standby(fn, fn.generation), f"standby {fn.qualified_name}")
+
+    async def _prepare_standby(self, fn: FunctionRuntime, generation: int) -> None:
+        try:
+            container_id = await self._provider.prepare_replica(self._request(fn))
+        except LocalFaasError as exc:
+            log.debug("no standby container for %s: %s", fn.qualified_name, exc)
+            if fn.standby == ("", generation):
+                fn.standby = None
+            return
+        if fn.standby == ("", generation) and not fn.deleted and fn.generation == generation:
+            fn.standby = (container_id, generation)
+        else:  # taken over meanwhile: deleted, updated, or started without it
+            await self._provider.remove_replica(container_id)
+
     async def _start_replica(self, fn: FunctionRuntime) -> None:
+        standby, fn.standby = fn.standby, None
         try:
             async with self._start_slots:
-                secrets_dir = None
-                gid = None
-                if fn.spec.secrets:
-                    gid = fn.secrets_gid
-                    secrets_dir = self._secrets.materialize(fn.spec, gid)
-                request = ReplicaRequest(fn.spec, fn.generation, secrets_dir, gid, self.default_env)
-                replica = await self._provider.create_replica(request)
+                request = self._request(fn)
+                replica = None
+                if standby and standby[0] and standby[1] == fn.generation:
+                    try:
+                        replica = await self._provider.start_prepared(standby[0], request)
+                    except LocalFaasError as exc:
+                        log.info(
+                            "standby of %s did not start (%s); creating one", fn.qualified_name, exc
+                        )
+                elif standby and standby[0]:
+                    self._spawn(self._provider.remove_replica(standby[0]), "remove standby")
+                if replica is None:
+                    replica = await self._provider.create_replica(request)
         except LocalFaasError as exc:
             await self._start_failed(fn, f"cannot start a replica of {fn.qualified_name}: {exc}")
             raise
@@ -621,6 +681,7 @@ class FunctionManager:
             await self._provider.remove_replica(handle.container_id)
         finally:
             await fn.pool.set_state(handle, ReplicaState.GONE)
+            fn.wake.set()  # e.g. the last one gone: the supervisor makes the standby now
 
     def secret_changed(self, namespace: str, name: str) -> None:
         """Rewrite the mounted copies of an updated secret; replicas see the new value at once

@@ -194,7 +194,11 @@ def docker_variants(api: scalelib.DockerAPI, config: dict[str, Any], samples: in
 
 
 def at_zero(daemon: scalelib.StampedDaemon, name: str) -> bool:
-    return not any(daemon.replicas(name).values()) and not daemon.containers(name)
+    # At rest at zero: no replica, and the standby (created, never started) that the daemon
+    # keeps for the next cold start.
+    return not any(daemon.replicas(name).values()) and [
+        c["state"] for c in daemon.containers(name)
+    ] == ["created"]
 
 
 def paused(daemon: scalelib.StampedDaemon, name: str) -> bool:

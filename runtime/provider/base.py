@@ -55,6 +55,14 @@ class Provider(Protocol):
     async def create_replica(self, request: ReplicaRequest) -> Replica:
         """Create and start one container; returns once Docker reports it running."""
 
+    async def prepare_replica(self, request: ReplicaRequest) -> str:
+        """Create one container without starting it (a standby for the next cold start);
+        its id."""
+
+    async def start_prepared(self, container_id: str, request: ReplicaRequest) -> Replica:
+        """Start a container `prepare_replica` made for ``request``; as `create_replica`.
+        A failed start removes it."""
+
     async def list_replicas(
         self, function: str | None = None, namespace: str | None = None
     ) -> list[Replica]: ...

@@ -401,6 +401,9 @@ class DockerProvider:
         await self._ensure_image_info(image)
 
     async def create_replica(self, request: ReplicaRequest) -> Replica:
+        return await self.start_prepared(await self.prepare_replica(request), request)
+
+    async def prepare_replica(self, request: ReplicaRequest) -> str:
         spec = request.spec
         image = await self._ensure_image_info(spec.image)
         config = container_config(
@@ -434,6 +437,11 @@ class DockerProvider:
                 ) from exc
             container_id = created["Id"]
             break
+        return container_id
+
+    async def start_prepared(self, container_id: str, request: ReplicaRequest) -> Replica:
+        spec = request.spec
+        name = container_id[:12]
         try:
             await self._call("POST", f"containers/{container_id}/start")
             info = await self._call("GET", f"containers/{container_id}/json")

@@ -303,9 +303,10 @@ class FakeProvider:
             )
 
     async def create_replica(self, request: ReplicaRequest) -> Replica:
+        return await self.start_prepared(await self.prepare_replica(request), request)
+
+    async def prepare_replica(self, request: ReplicaRequest) -> str:
         self._check_reachable()
-        if self.create_delay_s:
-            await asyncio.sleep(self.create_delay_s)
         if self.create_error is not None:
             raise self.create_error
         await self.ensure_image(request.spec.image)
@@ -322,6 +323,16 @@ class FakeProvider:
         )
         container.thawed.set()
         self.engine.containers[container.container_id] = container
+        return container.container_id
+
+    async def start_prepared(self, container_id: str, request: ReplicaRequest) -> Replica:
+        self._check_reachable()
+        container = self.container(container_id)
+        if self.create_delay_s:
+            await asyncio.sleep(self.create_delay_s)  # starting is the slow part, as for real
+        if self.create_error is not None:
+            del self.engine.containers[container_id]
+            raise self.create_error
         runner = web.AppRunner(_make_app(container), access_log=None, shutdown_timeout=0.5)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:

@@ -46,7 +46,29 @@ def deploy(
 
 
 def containers(daemon: DaemonProcess) -> set[str]:
-    return docker_ids((daemon.state_dir / "instance-id").read_text().strip())
+    """The daemon's containers that run (or are paused): not the standby a function at zero
+    keeps created, never started, for its next cold start."""
+    instance = (daemon.state_dir / "instance-id").read_text().strip()
+    return docker_ids(instance) - standbys(instance)
+
+
+def standbys(instance: str) -> set[str]:
+    out = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            "status=created",
+            "--filter",
+            f"label=com.localfaas.instance={instance}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
 
 
 def docker_state(container_id: str) -> str:
@@ -201,6 +223,9 @@ def test_burst_at_zero_starts_exactly_one_replica(
         "scale to zero (no container left)",
         20.0,
     )
+    instance = (daemon.state_dir / "instance-id").read_text().strip()
+    daemon.wait_for(lambda: len(standbys(instance)) == 1, "a standby container at zero", 20.0)
+    (standby,) = standbys(instance)
     log_mark = len(daemon.log())
 
     # Every container id Docker shows while the burst runs.
@@ -234,7 +259,7 @@ def test_burst_at_zero_starts_exactly_one_replica(
 
     statuses = Counter(status for status, _ in results)
     assert statuses == {200: 100}, statuses
-    assert len(seen) == 1, seen
+    assert seen == {standby}, seen  # the standby was started: no `docker create` on the way
     burst_log = daemon.log()[log_mark:]
     started = re.findall(r"replica started bursty\.openfaas-fn ", burst_log)
     assert len(started) == 1, burst_log

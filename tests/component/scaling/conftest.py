@@ -32,9 +32,10 @@ NAMESPACE = "openfaas-fn"
 
 
 class CountingProvider(FakeProvider):
-    """FakeProvider that counts create_replica calls (started, including failed ones) and
-    pause_replica calls, and can swap each replica it created for another (``after_create``) before
-    the function manager sees it."""
+    """FakeProvider that counts replica starts (``creates``: a fresh container, or the standby
+    made while the function was at zero; including failed ones) and pause_replica calls, and
+    can swap each replica it started for another (``after_create``) before the function manager
+    sees it."""
 
     def __init__(self, *, create_delay_s: float = 0.0) -> None:
         super().__init__(create_delay_s=create_delay_s)
@@ -44,13 +45,17 @@ class CountingProvider(FakeProvider):
         # Given each new replica, returns the one the function manager gets (e.g. altered).
         self.after_create: Callable[[Replica], Awaitable[Replica]] | None = None
 
-    async def create_replica(self, request: ReplicaRequest) -> Replica:
+    async def start_prepared(self, container_id: str, request: ReplicaRequest) -> Replica:
         self.creates += 1
-        replica = await super().create_replica(request)
+        replica = await super().start_prepared(container_id, request)
         self.created.append(replica.container_id)
         if self.after_create is not None:
             replica = await self.after_create(replica)
         return replica
+
+    def running(self) -> list[str]:
+        """Containers started and not removed (a standby, created only, is not one)."""
+        return [c.container_id for c in self.engine.containers.values() if c.state != "created"]
 
     async def pause_replica(self, container_id: str) -> None:
         self.pauses += 1

@@ -10,6 +10,7 @@ import time
 from runtime.router import ReplicaState
 from runtime.scaling.config import SCALE_PAUSE_AFTER, SCALE_ZERO, SCALE_ZERO_DURATION
 from tests.component.scaling.conftest import (
+    AUTH,
     CountingProvider,
     Gateway,
     GatewayFactory,
@@ -161,3 +162,44 @@ async def test_queued_async_calls_keep_a_function_from_idling(
     assert ticks.at(44) == []  # idle counts from the last tick with work queued (40)
     ((_, decision),) = ticks.at(46)
     assert (decision.replicas, decision.reason) == (0, "zero")
+
+
+async def test_function_at_zero_keeps_a_standby_container_for_its_next_cold_start(
+    make_gateway: GatewayFactory, counting: CountingProvider
+) -> None:
+    """At zero, one created (never started) container waits; the next cold start starts it
+    instead of creating one, and a new one is made when the function is at zero again. An
+    update replaces a standby of the old generation."""
+    gw = await make_gateway(provider=counting)
+    fn = await deploy_ready(gw, "standby", {SCALE_ZERO: "true", SCALE_ZERO_DURATION: "5s"})
+    ticks = Ticks(gw)
+    ticks.at(6)
+
+    def standby() -> list[str]:
+        return [c.container_id for c in counting.engine.containers.values() if c.state == "created"]
+
+    await until(lambda: len(fn.pool) == 0 and len(standby()) == 1, "one standby at zero")
+    (waiting,) = standby()
+    assert fn.standby == (waiting, fn.generation)
+
+    assert (await invoke(gw, "/function/standby"))[0] == 200
+    assert counting.created[-1] == waiting  # the standby was started, not a new container
+    assert counting.engine.containers[waiting].state == "running"
+    assert standby() == [] and fn.standby is None
+
+    ticks.at(20)  # sees the activator's scale-up (an outside change: activity from here)
+    ticks.at(30)  # idle again: back to zero, and a fresh standby
+    await until(lambda: len(fn.pool) == 0 and len(standby()) == 1, "a new standby")
+    (old,) = standby()
+    assert old != waiting
+    resp = await gw.client.put(
+        "/system/functions",
+        json={"service": "standby", "image": "img:2", "labels": fn.spec.labels},
+        headers=AUTH,
+    )
+    assert resp.status == 202, await resp.text()
+    await until(
+        lambda: old not in counting.engine.containers and len(standby()) == 1,
+        "the old generation's standby replaced",
+    )
+    assert counting.engine.containers[standby()[0]].generation == fn.generation
