@@ -500,7 +500,7 @@ class FunctionManager:
             and not fn.deleted
             and fn.desired_replicas == 0
             and fn.scaling.idle_floor == 0
-            and not fn.pool.in_state(ReplicaState.PAUSED)
+            and len(fn.pool) == 0  # none paused (resumed instead), pausing or leaving
             and self.backend_error is None
         ):
             fn.standby = ("", fn.generation)  # being made

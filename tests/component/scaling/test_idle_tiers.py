@@ -47,6 +47,9 @@ async def test_idle_replica_is_paused_resumed_by_a_request_then_removed(
     await until(lambda: handle.state is ReplicaState.PAUSED, "replica paused in the pool")
     assert container.state == "paused"
     assert fn.pool.ready() == []
+    # A reconcile while paused makes no standby container: the paused replica is what resumes.
+    await gw.functions._reconcile(fn)
+    assert fn.standby is None and len(counting.engine.containers) == 1
 
     # A request resumes that same replica (no new container) and is served.
     status, text = await invoke(gw, "/function/tiers/first")
