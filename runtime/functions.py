@@ -78,10 +78,6 @@ class FunctionRuntime:
     def qualified_name(self) -> str:
         return self.spec.qualified_name
 
-    def active(self) -> int:
-        """Replicas of the current generation taking or about to take requests."""
-        return len(self.current())
-
     def current(self) -> list[ReplicaHandle]:
         """Replicas of the current generation that are (or are becoming) routable."""
         return [
@@ -401,7 +397,7 @@ class FunctionManager:
                 await self._provider.remove_replica(replica.container_id, stop_timeout_s=1)
                 continue
             handle = fn.pool.add(replica)
-            if await self._probe_ready(handle, timeout_s=2.0):
+            if await self._probe_ready(fn, handle, timeout_s=2.0):
                 await fn.pool.set_state(handle, ReplicaState.READY)
                 log.info("adopted replica %s of %s", replica.container_name, fn.qualified_name)
             else:
@@ -451,20 +447,15 @@ class FunctionManager:
             pause = fn.pause_extras and fn.scaling.pause_after_s > 0
             for handle in extra[:-missing]:
                 self._leave(fn, handle, pause=pause)
-        # Paused replicas idle long enough leave for good.
+        # Paused replicas idle long enough leave for good; the others are timed.
         now = time.monotonic()
-        expired = [
-            h
-            for h in fn.pool.in_state(ReplicaState.PAUSED)
-            if now - h.paused_at >= fn.scaling.paused_keep_s
-        ]
-        for handle in expired:
-            self._leave(fn, handle, pause=False)
-        keep_s = fn.scaling.paused_keep_s
-        expires_in_s = min(
-            (h.paused_at + keep_s - now for h in fn.pool.in_state(ReplicaState.PAUSED)),
-            default=None,
-        )
+        expires_in_s: float | None = None
+        for handle in fn.pool.in_state(ReplicaState.PAUSED):
+            left_s = handle.paused_at + fn.scaling.paused_keep_s - now
+            if left_s <= 0:
+                self._leave(fn, handle, pause=False)
+            elif expires_in_s is None or left_s < expires_in_s:
+                expires_in_s = left_s
         ready_now = [h for h in fn.current() if h.state is ReplicaState.READY]
         # Rolling update: older generations leave only once the new one is fully ready.
         if len(ready_now) >= fn.desired_replicas:
@@ -546,7 +537,7 @@ class FunctionManager:
         if fn.deleted or replica.generation != fn.generation:
             await self._retire(fn, handle, drain=False)
             return
-        if await self._probe_ready(handle, timeout_s=self._ready_timeout_s):
+        if await self._probe_ready(fn, handle, timeout_s=self._ready_timeout_s):
             await fn.pool.set_state(handle, ReplicaState.READY)
             log.info(
                 "replica %s of %s ready port=%s at %s",
@@ -613,15 +604,7 @@ class FunctionManager:
 
     async def _pause(self, fn: FunctionRuntime, handle: ReplicaHandle) -> None:
         """The idle tier: unroutable, drained (bounded), then frozen; removed if that fails."""
-        await fn.pool.set_state(handle, ReplicaState.DRAINING)
-        if not await handle.wait_idle(self._drain_timeout_s):
-            log.warning(
-                "replica %s of %s still had %d in flight after %.0fs; removing",
-                handle.replica.container_name,
-                fn.qualified_name,
-                handle.in_flight,
-                self._drain_timeout_s,
-            )
+        if not await self._drain(fn, handle):
             await self._retire(fn, handle, drain=False)
             return
         try:
@@ -639,18 +622,19 @@ class FunctionManager:
         await fn.pool.set_state(handle, ReplicaState.PAUSED)
         fn.wake.set()  # the supervisor times its expiry from now
 
-    async def _probe_ready(self, handle: ReplicaHandle, *, timeout_s: float) -> bool:
+    async def _probe_ready(
+        self, fn: FunctionRuntime, handle: ReplicaHandle, *, timeout_s: float
+    ) -> bool:
         """Poll the replica's `/_/ready` until 200, every 2 ms at first, then at most every
         20 ms: on a cold start requests wait on this, and a refused connection costs little."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         delay_s = 0.002
         url = handle.base_url + "/_/ready"
-        failed = self._functions.get((handle.replica.namespace, handle.replica.function))
         while loop.time() < deadline:
             if handle.state is ReplicaState.GONE:
                 return False
-            if failed is not None and handle.container_id in failed.failed:
+            if handle.container_id in fn.failed:
                 return False  # Docker said it died: no point waiting for it
             try:
                 async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=1.0)) as resp:
@@ -662,21 +646,31 @@ class FunctionManager:
             delay_s = min(delay_s * 2, 0.02)
         return False
 
+    async def _drain(self, fn: FunctionRuntime, handle: ReplicaHandle) -> bool:
+        """Make a replica unroutable and wait (bounded) for its requests in flight to finish;
+        False, with a warning, if some were still running at the deadline."""
+        await fn.pool.set_state(handle, ReplicaState.DRAINING)
+        if await handle.wait_idle(self._drain_timeout_s):
+            return True
+        log.warning(
+            "replica %s of %s still had %d in flight after %.0fs; removing it anyway",
+            handle.replica.container_name,
+            fn.qualified_name,
+            handle.in_flight,
+            self._drain_timeout_s,
+        )
+        return False
+
     async def _retire(
         self, fn: FunctionRuntime, handle: ReplicaHandle, *, drain: bool = True
     ) -> None:
         """Make a replica unroutable, let in-flight requests finish (bounded), then remove it."""
         if handle.state is ReplicaState.GONE:
             return
-        await fn.pool.set_state(handle, ReplicaState.DRAINING)
-        if drain and not await handle.wait_idle(self._drain_timeout_s):
-            log.warning(
-                "replica %s of %s still had %d in flight after %.0fs; removing anyway",
-                handle.replica.container_name,
-                fn.qualified_name,
-                handle.in_flight,
-                self._drain_timeout_s,
-            )
+        if drain:
+            await self._drain(fn, handle)
+        else:
+            await fn.pool.set_state(handle, ReplicaState.DRAINING)
         try:
             await self._provider.remove_replica(handle.container_id)
         finally:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -38,7 +38,6 @@ class _Tracked:
     window: LoadWindow
     policy: PolicyState
     outside_changes: int
-    last_started: int = field(default=0)
 
 
 class Autoscaler:
