@@ -1,8 +1,9 @@
-"""Enqueue: one durable JetStream publish per accepted call, deduplicated by call id.
+"""Enqueue: one durable JetStream message per accepted call, deduplicated by call id.
 
 The gateway answers 202 only after ``enqueue`` returned, i.e. after the server acknowledged the
-message (stored, and with the embedded server's ``sync_interval: always`` fsynced). Every way
-the publish can fail maps to QueueUnavailable (→ 503 with Retry-After), never to a 202.
+message (stored, and with the embedded server's ``sync_interval: always`` fsynced). Calls that
+arrive together are stored together (publisher.py: group commit). Every way the publish can
+fail maps to QueueUnavailable (→ 503 with Retry-After), never to a 202.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from runtime.errors import PayloadTooLarge
 from runtime.queue.errors import QueueUnavailable
 from runtime.queue.message import Envelope, encode
 from runtime.queue.metrics import AsyncMetrics
+from runtime.queue.publisher import GroupPublisher
 from runtime.queue.streams import WORK_STREAM, work_subject
 
 log = logging.getLogger("localfaas.queue")
@@ -33,6 +34,7 @@ def required_max_payload(max_body_bytes: int) -> int:
     return max_body_bytes + HEADER_ALLOWANCE_BYTES
 
 
+EXPECTED_STREAM = "Nats-Expected-Stream"
 # JetStream error codes that mean "the stream is full" (max msgs / bytes / storage).
 _FULL = {10077, 10078, 10047, 10028}
 
@@ -48,17 +50,16 @@ class Enqueuer:
     def __init__(
         self,
         nc: NATS,
-        js: JetStreamContext,
         *,
+        atomic_batches: bool = False,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         publish_timeout_s: float = 5.0,
         retry_after_s: int = 5,
         metrics: AsyncMetrics | None = None,
     ) -> None:
         self._nc = nc
-        self._js = js
+        self.publisher = GroupPublisher(nc, atomic=atomic_batches, timeout_s=publish_timeout_s)
         self.max_body_bytes = max_body_bytes
-        self._timeout_s = publish_timeout_s
         self._retry_after_s = retry_after_s
         self._metrics = metrics
 
@@ -80,13 +81,10 @@ class Enqueuer:
             )
         if not self._nc.is_connected:
             raise QueueUnavailable("the async queue (NATS) is not connected", self._retry_after_s)
+        headers[EXPECTED_STREAM] = WORK_STREAM
         try:
-            ack = await self._js.publish(
-                work_subject(env.namespace, env.function, env.call_id),
-                payload,
-                timeout=self._timeout_s,
-                stream=WORK_STREAM,
-                headers=headers,
+            stored = await self.publisher.publish(
+                work_subject(env.namespace, env.function, env.call_id), payload, headers
             )
         except APIError as exc:
             if exc.err_code in _FULL:
@@ -100,7 +98,6 @@ class Enqueuer:
             raise QueueUnavailable(
                 f"the async queue (NATS) is unavailable: {exc}", self._retry_after_s
             ) from exc
-        duplicate = bool(ack.duplicate)
         if self._metrics is not None:
-            self._metrics.enqueued(env.function_name, duplicate=duplicate)
-        return Enqueued(env.call_id, ack.seq, duplicate)
+            self._metrics.enqueued(env.function_name, duplicate=stored.duplicate)
+        return Enqueued(env.call_id, stored.seq, stored.duplicate)

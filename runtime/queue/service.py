@@ -40,7 +40,13 @@ from runtime.queue.metrics import AsyncMetrics
 from runtime.queue.nats_server import EmbeddedNats
 from runtime.queue.retry import RetryPolicy
 from runtime.queue.status_sqlite import SqliteStatusStore
-from runtime.queue.streams import WORK_STREAM, QueueLimits, ensure_layout, parse_consumer_name
+from runtime.queue.streams import (
+    ATOMIC_BATCH_VERSION,
+    WORK_STREAM,
+    QueueLimits,
+    ensure_layout,
+    parse_consumer_name,
+)
 from runtime.queue.worker import AsyncWorkers, WorkerOptions
 
 log = logging.getLogger("localfaas.queue")
@@ -222,7 +228,12 @@ class AsyncQueue:
     async def _set_up(self, nc: NATS) -> _Connected:
         try:
             js = nc.jetstream()
-            layout = await ensure_layout(js, self._limits)
+            version = nc.connected_server_version
+            layout = await ensure_layout(
+                js,
+                self._limits,
+                atomic=(version.major, version.minor, version.patch) >= ATOMIC_BATCH_VERSION,
+            )
         except BaseException:
             await nc.close()
             raise
@@ -238,7 +249,10 @@ class AsyncQueue:
             metrics=self.metrics,
         )
         enqueuer = Enqueuer(
-            nc, js, max_body_bytes=self._settings.async_max_body_bytes, metrics=self.metrics
+            nc,
+            atomic_batches=layout.atomic,
+            max_body_bytes=self._settings.async_max_body_bytes,
+            metrics=self.metrics,
         )
         return _Connected(nc, js, enqueuer, Calls(nc, js, store), workers)
 

@@ -141,7 +141,9 @@ def parse_consumer_name(consumer: str) -> tuple[str, str] | None:
     return namespace, name
 
 
-def work_stream_config(limits: QueueLimits) -> StreamConfig:
+def work_stream_config(limits: QueueLimits, *, atomic: bool = False) -> StreamConfig:
+    """``atomic``: allow atomic batch publishes (nats-server 2.12+), which the enqueuer uses to
+    store calls that arrive together with one fsync."""
     return StreamConfig(
         name=WORK_STREAM,
         description="localfaas async calls waiting for their function",
@@ -154,6 +156,7 @@ def work_stream_config(limits: QueueLimits) -> StreamConfig:
         max_msg_size=limits.max_msg_bytes,
         duplicate_window=limits.duplicate_window_s,
         allow_direct=True,
+        allow_atomic=atomic or None,
         num_replicas=1,
     )
 
@@ -191,21 +194,33 @@ def consumer_config(namespace: str, name: str, limits: QueueLimits) -> ConsumerC
     )
 
 
+# Atomic batch publishes with a Nats-Msg-Id per message.
+ATOMIC_BATCH_VERSION = (2, 12, 0)
+
+
 @dataclass(frozen=True)
 class Layout:
     js: JetStreamContext
     limits: QueueLimits
+    atomic: bool  # the work stream takes atomic batches
 
 
-async def ensure_layout(js: JetStreamContext, limits: QueueLimits | None = None) -> Layout:
-    """Create the streams, or bring their configs up to date. Idempotent."""
+async def ensure_layout(
+    js: JetStreamContext, limits: QueueLimits | None = None, *, atomic: bool = False
+) -> Layout:
+    """Create the streams, or bring their configs up to date. Idempotent. ``atomic`` asks for
+    atomic batches on the work stream; the layout says whether the server took it."""
     limits = limits or QueueLimits()
-    for config in (work_stream_config(limits), dlq_stream_config(limits)):
+    work_atomic = False
+    for config in (work_stream_config(limits, atomic=atomic), dlq_stream_config(limits)):
         assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:
-            await js.add_stream(config)
+            info = await js.add_stream(config)
         else:
-            await js.update_stream(config)
-    return Layout(js, limits)
+            info = await js.update_stream(config)
+        if config.name == WORK_STREAM:
+            # A server that does not know the setting drops it from the config it returns.
+            work_atomic = bool(info.config.allow_atomic)
+    return Layout(js, limits, work_atomic)

@@ -647,7 +647,7 @@ async def test_calls_left_for_a_function_deleted_while_down_end_as_dead_letters(
         js = nc.jetstream()
         await ensure_layout(js)
         await js.add_consumer(WORK_STREAM, consumer_config(NS, "ghost", QueueLimits()))
-        enqueuer = Enqueuer(nc, js)
+        enqueuer = Enqueuer(nc)
         ids = [
             (await enqueuer.enqueue(Envelope(new_call_id(), "ghost", NS, body=b"x"))).call_id
             for _ in range(2)

@@ -197,7 +197,7 @@ async def make_queue(nats_server: EmbeddedNats) -> AsyncIterator[QueueFactory]:
             nc = await connect(nats_server.url, reconnect_wait_s=0.05)
             stack.push_async_callback(nc.close)
             js = nc.jetstream()
-            await ensure_layout(js, qlimits)
+            layout = await ensure_layout(js, qlimits, atomic=True)
             # One status file per test: a second queue made in a test is the same daemon
             # restarted, which finds the statuses the first one wrote.
             store = SqliteStatusStore(
@@ -211,7 +211,7 @@ async def make_queue(nats_server: EmbeddedNats) -> AsyncIterator[QueueFactory]:
                 nc,
                 js,
                 store,
-                Enqueuer(nc, js, publish_timeout_s=2.0),
+                Enqueuer(nc, atomic_batches=layout.atomic, publish_timeout_s=2.0),
                 Calls(nc, js, store),
                 qlimits,
                 stack,
