@@ -35,6 +35,9 @@ def required_max_payload(max_body_bytes: int) -> int:
 
 
 EXPECTED_STREAM = "Nats-Expected-Stream"
+# Enqueues in flight from which accepting counts as busy (see WorkerOptions.accepting_busy).
+ACCEPT_BUSY = 32
+
 # JetStream error codes that mean "the stream is full" (max msgs / bytes / storage).
 _FULL = {10077, 10078, 10047, 10028}
 
@@ -62,6 +65,12 @@ class Enqueuer:
         self.max_body_bytes = max_body_bytes
         self._retry_after_s = retry_after_s
         self._metrics = metrics
+        self.in_flight = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether many callers wait for their calls to be stored right now."""
+        return self.in_flight >= ACCEPT_BUSY
 
     def check_body_size(self, size: int | None) -> None:
         """For the handler, before reading a body whose Content-Length is known."""
@@ -82,6 +91,7 @@ class Enqueuer:
         if not self._nc.is_connected:
             raise QueueUnavailable("the async queue (NATS) is not connected", self._retry_after_s)
         headers[EXPECTED_STREAM] = WORK_STREAM
+        self.in_flight += 1
         try:
             stored = await self.publisher.publish(
                 work_subject(env.namespace, env.function, env.call_id), payload, headers
@@ -98,6 +108,8 @@ class Enqueuer:
             raise QueueUnavailable(
                 f"the async queue (NATS) is unavailable: {exc}", self._retry_after_s
             ) from exc
+        finally:
+            self.in_flight -= 1
         if self._metrics is not None:
             self._metrics.enqueued(env.function_name, duplicate=stored.duplicate)
         return Enqueued(env.call_id, stored.seq, stored.duplicate)

@@ -24,7 +24,7 @@ import itertools
 import json
 import logging
 import secrets
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,8 +57,9 @@ class Stored:
 class _Waiting:
     subject: str
     payload: bytes
-    headers: Mapping[str, str]
+    headers: dict[str, str]
     future: asyncio.Future[Stored] = field(repr=False)
+    since: float = 0.0
 
 
 def parse_ack(data: bytes) -> Stored:
@@ -116,9 +117,11 @@ class GroupPublisher:
         self.batches_committed = 0
         self.messages_batched = 0
 
-    async def publish(self, subject: str, payload: bytes, headers: Mapping[str, str]) -> Stored:
-        """Store one message durably. APIError for a refusal (full, ...), NatsError /
-        TimeoutError when the server did not answer in time."""
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> Stored:
+        """Store one message durably (``headers`` become the publisher's). APIError for a
+        refusal (full, ...), NatsError / TimeoutError when the server did not answer in time.
+        A call waiting for a batch gives up after the publish timeout (checked whenever a
+        publish ends, so within twice the timeout); a cancelled caller's call is not sent."""
         if not self.atomic or (self._direct < self._direct_limit and not self._waiting):
             self._direct += 1
             try:
@@ -126,24 +129,15 @@ class GroupPublisher:
             finally:
                 self._direct -= 1
                 self._schedule_flush()
-        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(subject, payload, headers, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Stored] = loop.create_future()
+        self._waiting.append(_Waiting(subject, payload, headers, future, loop.time()))
         self._schedule_flush()
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            if not future.done():
-                future.cancel()  # a batch not yet sent skips it; a sent one ends regardless
-            raise
+        return await future
 
-    async def _publish_one(
-        self, subject: str, payload: bytes, headers: Mapping[str, str]
-    ) -> Stored:
+    async def _publish_one(self, subject: str, payload: bytes, headers: dict[str, str]) -> Stored:
         try:
-            msg = await self._nc.request(
-                subject, payload, timeout=self._timeout_s, headers=dict(headers)
-            )
+            msg = await self._nc.request(subject, payload, timeout=self._timeout_s, headers=headers)
         except NoRespondersError:
             raise NoStreamResponseError from None
         return parse_ack(msg.data)
@@ -159,6 +153,10 @@ class GroupPublisher:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        too_old = asyncio.get_running_loop().time() - self._timeout_s
+        for waiting in self._waiting:
+            if waiting.since < too_old and not waiting.future.done():
+                waiting.future.set_exception(TimeoutError("no batch slot within the timeout"))
         self._waiting = [w for w in self._waiting if not w.future.done()]
         while (
             self.atomic

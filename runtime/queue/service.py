@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -239,19 +239,22 @@ class AsyncQueue:
             raise
         store = self._status_store(layout.limits)
         callbacks = CallbackSender(self._session, self.guard)
+        enqueuer = Enqueuer(
+            nc,
+            atomic_batches=layout.atomic,
+            max_body_bytes=self._settings.async_max_body_bytes,
+            metrics=self.metrics,
+        )
+        options = self._worker_options
+        if options.accepting_busy is None:
+            options = replace(options, accepting_busy=lambda: enqueuer.busy)
         workers = AsyncWorkers(
             nc,
             js,
             store,
             invoke_through(self._invoker, self._settings.invoke_timeout_s),
-            options=self._worker_options,
+            options=options,
             callbacks=callbacks,
-            metrics=self.metrics,
-        )
-        enqueuer = Enqueuer(
-            nc,
-            atomic_batches=layout.atomic,
-            max_body_bytes=self._settings.async_max_body_bytes,
             metrics=self.metrics,
         )
         return _Connected(nc, js, enqueuer, Calls(nc, js, store), workers)

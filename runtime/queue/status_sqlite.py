@@ -17,6 +17,7 @@ every statement resolves its own conflicts) rolls the group back and each write 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -86,8 +87,10 @@ class SqliteStatusStore:
                 results.append(write.result(self._db.execute(write.sql, write.params)))
             self._db.execute("COMMIT")
         except sqlite3.Error:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            # Also reached on a closed store: then every write fails alone, to its caller.
+            with contextlib.suppress(sqlite3.Error):
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
             for write in writes:
                 self._run_alone(write)
             return

@@ -59,6 +59,7 @@ the function is gone (dead-lettered at once, replayable after a redeploy), NoRea
 (treated as 503 with its Retry-After), UpstreamTimeout (treated as 504)."""
 
 _WAKE = object()
+YIELD_SHARE = 4
 
 
 @dataclass
@@ -77,6 +78,11 @@ class WorkerOptions:
     drain_timeout_s: float = 10.0
     clock: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
+    # True while callers wait on many enqueues (Enqueuer.busy): workers then start at most
+    # 1/YIELD_SHARE of their concurrency (at least one call each), so accepting, which a
+    # client waits on, gets the daemon's CPU and the stream's fsyncs first. The queue absorbs
+    # the burst; the workers take their full concurrency back as soon as it passes.
+    accepting_busy: Callable[[], bool] | None = None
 
     @property
     def heartbeat_interval_s(self) -> float:
@@ -217,7 +223,10 @@ class FunctionWorker:
             if self._consumer_lost and now >= self._recreate_at and self._nc.is_connected:
                 await self._recreate_consumer()
             credit = sum(p.remaining for p in self._pulls.values())
-            want = self._concurrency - len(self._running) - credit
+            limit = self._concurrency
+            if self._opts.accepting_busy is not None and self._opts.accepting_busy():
+                limit = max(1, limit // YIELD_SHARE)
+            want = limit - len(self._running) - credit
             ready = self._nc.is_connected and not self._consumer_lost and now >= self._pause_until
             if want > 0 and ready:
                 self._pull_seq += 1

@@ -364,15 +364,6 @@ async def test_a_cancelled_caller_does_not_break_its_group(tmp_path: Path) -> No
     store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="bug: a write asked for after close() never resolves. _commit's BEGIN raises "
-    "sqlite3.ProgrammingError (closed database), the except branch then reads "
-    "self._db.in_transaction, which raises ProgrammingError again out of the call_soon "
-    "callback (logged by the loop), so the caller's future is never resolved; before group "
-    "commit the write raised ProgrammingError to its caller",
-)
 async def test_a_write_after_close_fails_instead_of_hanging(tmp_path: Path) -> None:
     store = SqliteStatusStore(tmp_path / "calls.db", ttl_s=60)
     store.close()
