@@ -1,20 +1,24 @@
 """Durable JetStream publishes, committed together when many wait: group commit for the work stream.
 
 With fsync before ack the server stores and fsyncs each published message on its own, one after
-another, so at 64 calls in flight each 202 waited ~25 ms in the stream's queue. An atomic batch
-(nats-server 2.12+, stream ``allow_atomic``) is stored with one fsync, so:
+another on the stream's single goroutine, so at 64 calls in flight each 202 waited ~25 ms in the
+stream's queue. An atomic batch (nats-server 2.12+, stream ``allow_atomic``) is stored with one
+fsync; but the server stages each batch in a temporary file store (~5 ms of directory and file
+work per batch on this machine, measured with perf), so a batch only pays off when several calls
+wait. Hence:
 
-- while few publishes are in flight (an idle or lightly loaded daemon), each goes out on its own
-  at once: the lowest latency for a lone call;
-- publishes that arrive while ``direct_limit`` are already in flight wait, and every
-  ``min_batch`` or more of them go out together as one atomic batch (at most ``batch_limit``
-  batches in flight); a few stragglers take the next free single slot instead.
+- while fewer than ``direct_limit`` publishes are in flight (an idle or lightly loaded daemon),
+  each call goes out on its own at once: the lowest latency for a lone call;
+- calls that arrive beyond that wait, and every ``min_batch`` or more of them go out together as
+  one atomic batch (up to ``batch_limit`` batches in flight, which the server pipelines); a few
+  stragglers take the next free single slot instead.
 
-Each message keeps its own ``Nats-Msg-Id``, so the server's dedupe still works per call. A batch
-is all or nothing: one that is refused (a call id already stored, the stream full, ...) stored
-nothing, and its messages are published again one by one, so each gets its own answer (a
-duplicate, a 503, or stored). A server that cannot take batches of these messages turns batching
-off for the rest of the connection, with one log line.
+The defaults (4 single, batches of 8 or more, 4 batches in flight) were the best of the settings
+tried with ``bench/async`` (BENCHMARKS.md). Each message keeps its own ``Nats-Msg-Id``, so the
+server's dedupe still works per call. A batch is all or nothing: one that is refused (a call id
+already stored, the stream full, ...) stored nothing, and its messages are published again one by
+one, so each gets its own answer (a duplicate, a 503, or stored). A server that cannot take
+batches of these messages turns batching off for the rest of the connection, with one log line.
 """
 
 from __future__ import annotations
@@ -93,8 +97,8 @@ class GroupPublisher:
         atomic: bool,
         timeout_s: float,
         direct_limit: int = 4,
-        min_batch: int = 4,
-        batch_limit: int = 2,
+        min_batch: int = 8,
+        batch_limit: int = 4,
         max_batch: int = 256,
         max_batch_bytes: int = 8 * 1024 * 1024,
     ) -> None:
