@@ -12,7 +12,8 @@ durable, ...), so a noisy minute on a shared machine hits both. Per variant and 
    127.0.0.1; timed from the 202's arrival to the callback's arrival. The calls' status records
    (enqueuedAt, startedAt, finishedAt) split that time into pick-up, invoke and callback;
 3. accepted/s: wrk, 64 connections POSTing for --duration seconds (a Lua script counts every
-   answer that is not a 202). The workers drain the queue meanwhile, as they would in use;
+   answer that is not a 202). The workers drain the queue meanwhile, as they would in use
+   (yielding to accepting while 32+ enqueues wait: a quarter of their concurrency);
    the backlog is then drained before the next phase;
 4. end to end: --calls calls enqueued as fast as 64 client tasks can, timed from the first
    send until localfaas_async_succeeded_total (on /metrics) counted all of them.
@@ -492,7 +493,7 @@ def report(variants: Sequence[Variant], args: argparse.Namespace) -> None:
     print(
         f"\nno-op python3-http function, {args.replicas} replica(s), async concurrency {args.concurrency} "
         f"(annotation {CONCURRENCY_ANNOTATION}); JetStream file store on {' '.join(store)}; {rounds}"
-        f"accepted/s: wrk -t1 -c{args.connections} -d{args.duration}s POST (workers draining meanwhile); "
+        f"accepted/s: wrk -t1 -c{args.connections} -d{args.duration}s POST (workers draining meanwhile, yielding to accepts); "
         f"end to end: {args.calls:,} calls from {args.connections} aiohttp tasks, first send → all succeeded; "
         f"backlog drain: what wrk left queued, drained with no new calls; "
         f"202 → callback: {args.latency_calls} sequential calls per round, receiver in the bench process on 127.0.0.1\n"
@@ -538,6 +539,7 @@ def report(variants: Sequence[Variant], args: argparse.Namespace) -> None:
             print(
                 f"{v.name}, round {i}: {r.accept.requests_per_s:,.0f} accepted/s (wrk sent {r.accept_wrk_requests:,}, daemon counted {r.accept_enqueued:,}), "
                 f"{r.e2e_per_s:,.0f} completions/s, 202→callback p50 {benchlib.median([c.callback_ms for c in r.idle]):.1f} ms; "
+                f"completed during wrk {(r.accept_enqueued - r.backlog) / args.duration:,.0f}/s; "
                 f"backlog after wrk {r.backlog:,} drained in {r.backlog_drain_s:.1f}s; machine busy before (1 s, daemons idle) {r.background_busy:.0f}%"
             )
     durable = variants[0]
