@@ -321,6 +321,24 @@ async def test_stream_without_allow_atomic_turns_batching_off(queue: Queue) -> N
     assert await stream_count(queue) == 70
 
 
+@nats
+async def test_a_stream_made_without_allow_atomic_gets_it_at_the_next_start(queue: Queue) -> None:
+    """A work stream made by an older daemon (no atomic batches) is updated in place, and the
+    calls queued in it stay."""
+    await queue.js.delete_stream(WORK_STREAM)
+    old = await ensure_layout(queue.js, queue.limits, atomic=False)
+    assert old.atomic is False
+    queued = await queue.enqueue()
+    new = await ensure_layout(queue.js, queue.limits, atomic=True)
+    assert new.atomic is True
+    assert (await queue.js.stream_info(WORK_STREAM)).config.allow_atomic is True
+    assert await stream_count(queue) == 1
+    found = await queue.js.get_msg(
+        WORK_STREAM, subject=work_subject("openfaas-fn", "hello", queued)
+    )
+    assert found.headers is not None and found.headers["Nats-Msg-Id"] == queued
+
+
 # -- replies, without a server ---------------------------------------------------------------
 
 
