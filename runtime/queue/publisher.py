@@ -28,9 +28,7 @@ import itertools
 import json
 import logging
 import secrets
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
@@ -169,9 +167,7 @@ class GroupPublisher:
         ):
             self._start_batch(self._take_batch())
         while self._waiting and (self._direct < self._direct_limit or not self.atomic):
-            waiting = self._waiting.pop(0)
-            self._direct += 1
-            asyncio.get_running_loop().create_task(self._direct_for(waiting))
+            self._send_alone(self._waiting.pop(0))
 
     def _take_batch(self) -> list[_Waiting]:
         size, count = 0, 0
@@ -187,11 +183,19 @@ class GroupPublisher:
         self._batches += 1
         asyncio.get_running_loop().create_task(self._batch_for(batch))
 
-    async def _direct_for(self, waiting: _Waiting) -> None:
+    def _send_alone(self, waiting: _Waiting) -> asyncio.Task[None]:
+        self._direct += 1  # counted now, so one flush never starts more than the limit
+        return asyncio.get_running_loop().create_task(self._alone(waiting))
+
+    async def _alone(self, waiting: _Waiting) -> None:
         try:
-            await _settle(
-                waiting, self._publish_one(waiting.subject, waiting.payload, waiting.headers)
-            )
+            stored = await self._publish_one(waiting.subject, waiting.payload, waiting.headers)
+        except Exception as exc:
+            if not waiting.future.done():
+                waiting.future.set_exception(exc)
+        else:
+            if not waiting.future.done():
+                waiting.future.set_result(stored)
         finally:
             self._direct -= 1
             self._schedule_flush()
@@ -208,7 +212,7 @@ class GroupPublisher:
                     exc.description or exc,
                 )
             # Nothing of the batch was stored: each message again on its own, for its own answer.
-            await asyncio.gather(*(self._retry_alone(waiting) for waiting in batch))
+            await asyncio.gather(*(self._send_alone(waiting) for waiting in batch))
         except BaseException as exc:
             for waiting in batch:
                 if not waiting.future.done():
@@ -224,15 +228,6 @@ class GroupPublisher:
         finally:
             self._batches -= 1
             self._schedule_flush()
-
-    async def _retry_alone(self, waiting: _Waiting) -> None:
-        self._direct += 1
-        try:
-            await _settle(
-                waiting, self._publish_one(waiting.subject, waiting.payload, waiting.headers)
-            )
-        finally:
-            self._direct -= 1
 
     async def _commit(self, batch: list[_Waiting]) -> list[int]:
         batch_id = next(self._batch_ids)
@@ -252,15 +247,3 @@ class GroupPublisher:
                 raise NoStreamResponseError from None
             return batch_seqs(msg.data, last)
         raise AssertionError("empty batch")
-
-
-async def _settle(waiting: _Waiting, publish: Coroutine[Any, Any, Stored]) -> None:
-    """Run ``publish`` and hand its outcome to the waiting caller."""
-    try:
-        stored = await publish
-    except Exception as exc:
-        if not waiting.future.done():
-            waiting.future.set_exception(exc)
-    else:
-        if not waiting.future.done():
-            waiting.future.set_result(stored)
