@@ -223,10 +223,11 @@ class FunctionWorker:
             if self._consumer_lost and now >= self._recreate_at and self._nc.is_connected:
                 await self._recreate_consumer()
             credit = sum(p.remaining for p in self._pulls.values())
-            limit = self._concurrency
-            if self._opts.accepting_busy is not None and self._opts.accepting_busy():
-                limit = max(1, limit // YIELD_SHARE)
-            want = limit - len(self._running) - credit
+            share = max(1, self._concurrency // YIELD_SHARE)
+            busy = self._opts.accepting_busy is not None and self._opts.accepting_busy()
+            # Pull in slices of that share: an idle worker's standing pull is then no more than
+            # it may start once a burst has made accepting busy.
+            want = min((share if busy else self._concurrency) - len(self._running) - credit, share)
             ready = self._nc.is_connected and not self._consumer_lost and now >= self._pause_until
             if want > 0 and ready:
                 self._pull_seq += 1

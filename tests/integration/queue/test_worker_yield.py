@@ -168,13 +168,6 @@ async def test_worker_yields_again_when_accepting_becomes_busy(queue: Queue) -> 
     await _all_succeeded_once(queue, fn, ids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an idle worker keeps `concurrency` pull credits outstanding (one MSG.NEXT request "
-    "with batch=concurrency, renewed every pull_expires_s); accepting_busy only limits new pull "
-    "requests, so when a burst makes accepting busy the server still fills the old request and "
-    "the worker starts its full concurrency, not the documented 1/YIELD_SHARE",
-)
 async def test_idle_worker_yields_at_the_start_of_a_burst(queue: Queue) -> None:
     """The usual way accepting becomes busy: a burst arrives while the worker idles."""
     busy = [False]
