@@ -225,9 +225,12 @@ class FunctionWorker:
             credit = sum(p.remaining for p in self._pulls.values())
             share = max(1, self._concurrency // YIELD_SHARE)
             busy = self._opts.accepting_busy is not None and self._opts.accepting_busy()
-            # Pull in slices of that share: an idle worker's standing pull is then no more than
-            # it may start once a burst has made accepting busy.
-            want = min((share if busy else self._concurrency) - len(self._running) - credit, share)
+            want = (share if busy else self._concurrency) - len(self._running) - credit
+            if not self._running:
+                # An idle worker's standing pull asks for no more than it may start once a
+                # burst has made accepting busy; the next pulls, with calls running, ask for
+                # the rest.
+                want = min(want, share - credit)
             ready = self._nc.is_connected and not self._consumer_lost and now >= self._pause_until
             if want > 0 and ready:
                 self._pull_seq += 1
