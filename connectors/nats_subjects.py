@@ -598,6 +598,10 @@ class NatsSubjects:
         if sub.subscription is not None:
             with contextlib.suppress(Exception):
                 await sub.subscription.unsubscribe()
+                # Until the server has the UNSUB it still routes requests here, where they
+                # would go unanswered; after the round trip they get "no responders" at once.
+                if self._nc is not None and self._nc.is_connected:
+                    await self._nc.flush(timeout=1)
             sub.subscription = None
         sub.stopping = True
         if sub.tasks:

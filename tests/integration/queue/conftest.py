@@ -30,7 +30,7 @@ from runtime.queue.retry import RetryPolicy
 from runtime.queue.status import CallState, CallStatus, StatusStore
 from runtime.queue.status_sqlite import SqliteStatusStore
 from runtime.queue.streams import QueueLimits, ensure_layout
-from runtime.queue.worker import AsyncWorkers, WorkerOptions
+from runtime.queue.worker import AsyncWorkers, Invoke, WorkerOptions
 
 WAIT_S = 15.0
 
@@ -141,13 +141,14 @@ class Queue:
 
     async def workers(
         self,
-        invoke: FakeFunction,
+        invoke: Invoke,
         *,
         policy: RetryPolicy | None = None,
         heartbeat_s: float | None = None,
         rand: Callable[[], float] = lambda: 0.0,
         callback_policy: CallbackPolicy | None = None,
         callback_retry: CallbackRetry | None = None,
+        accepting_busy: Callable[[], bool] | None = None,
     ) -> AsyncWorkers:
         sender = CallbackSender(
             self.session,
@@ -165,6 +166,7 @@ class Queue:
                 pull_expires_s=1.0,
                 rand=rand,
                 drain_timeout_s=2.0,
+                accepting_busy=accepting_busy,
             ),
             default_policy=policy or RetryPolicy(attempts=3, min_wait_s=0.05, max_wait_s=0.5),
             callbacks=sender,

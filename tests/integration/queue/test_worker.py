@@ -311,7 +311,7 @@ async def test_slow_function_does_not_block_another(queue: Queue) -> None:
         status, headers, body = await target(env)
         return status, dict(headers), body
 
-    workers = await queue.workers(route)  # type: ignore[arg-type]
+    workers = await queue.workers(route)
     await workers.ensure("openfaas-fn", "slow")
     await workers.ensure("openfaas-fn", "fast")
     for _ in range(3):

@@ -16,10 +16,9 @@ from nats.js.errors import APIError
 import runtime.queue.enqueue as enqueue_module
 from runtime.queue.errors import QueueUnavailable
 from runtime.queue.message import Envelope
-from runtime.queue.retry import RetryPolicy
 from runtime.queue.status import CallState
 from runtime.queue.streams import WORK_STREAM, consumer_name
-from runtime.queue.worker import YIELD_SHARE, AsyncWorkers, FunctionWorker, WorkerOptions
+from runtime.queue.worker import YIELD_SHARE, AsyncWorkers, FunctionWorker
 
 from .conftest import Queue, eventually
 
@@ -70,22 +69,7 @@ class Gated:
 async def _workers(
     queue: Queue, fn: Gated, accepting_busy: Callable[[], bool] | None
 ) -> AsyncWorkers:
-    """Like Queue.workers (conftest), with ``accepting_busy`` set."""
-    workers = AsyncWorkers(
-        queue.nc,
-        queue.js,
-        queue.store,
-        fn,
-        options=WorkerOptions(
-            limits=queue.limits,
-            pull_expires_s=1.0,
-            rand=lambda: 0.0,
-            drain_timeout_s=2.0,
-            accepting_busy=accepting_busy,
-        ),
-        default_policy=RetryPolicy(attempts=3, min_wait_s=0.05, max_wait_s=0.5),
-    )
-    queue.stack.push_async_callback(workers.close)
+    workers = await queue.workers(fn, accepting_busy=accepting_busy)
     queue.stack.callback(fn.open)  # runs before close: a failed test does not wait for drain
     return workers
 
