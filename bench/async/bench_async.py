@@ -555,7 +555,7 @@ def report(variants: Sequence[Variant], args: argparse.Namespace) -> None:
         print(
             f"durability costs: accepted/s {accepted / off.median(lambda r: r.accept.requests_per_s):.0%} of fsync off, "
             f"end to end {durable.median(lambda r: r.e2e_per_s) / off.median(lambda r: r.e2e_per_s):.0%}, "
-            f"202→callback p50 +{p50 - off.idle_ms('callback_ms', 50):.1f} ms"
+            f"202→callback p50 {p50 - off.idle_ms('callback_ms', 50):+.1f} ms"
         )
 
 
