@@ -256,16 +256,13 @@ def start_daemon(
     return daemon
 
 
-def docker_ids(label_value: str) -> set[str]:
+def docker_ids(label_value: str, *, status: str | None = None) -> set[str]:
+    """Ids of the containers of a daemon instance, in any state or only in ``status``."""
+    filters = ["--filter", f"label=com.localfaas.instance={label_value}"]
+    if status is not None:
+        filters += ["--filter", f"status={status}"]
     out = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            f"label=com.localfaas.instance={label_value}",
-        ],
+        ["docker", "ps", "-aq", "--no-trunc", *filters],
         capture_output=True,
         text=True,
         check=True,

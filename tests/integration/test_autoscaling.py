@@ -53,22 +53,7 @@ def containers(daemon: DaemonProcess) -> set[str]:
 
 
 def standbys(instance: str) -> set[str]:
-    out = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            "status=created",
-            "--filter",
-            f"label=com.localfaas.instance={instance}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return set(out.split())
+    return docker_ids(instance, status="created")
 
 
 def docker_state(container_id: str) -> str:
